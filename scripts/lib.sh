@@ -1,0 +1,145 @@
+# SPDX-License-Identifier: GPL-2.0
+# Shared helpers for the build and test scripts.  Source it, do not run it.
+#
+# Every script prints its progress as "kvm-backport: ..." lines so that a
+# long step always says what it is doing.
+
+TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PROJECT=kvm-backport
+
+log() { printf '%s: %s\n' "$PROJECT" "$*"; }
+die() { printf '%s: error: %s\n' "$PROJECT" "$*" >&2; exit 1; }
+
+# phase NAME: start timing a phase; phase_end prints how long it took and
+# remembers it for phase_summary.
+PHASES=()
+phase() {
+	PHASE_NAME=$1
+	PHASE_START=$(date +%s)
+	log "[$PHASE_NAME] ..."
+}
+phase_end() {
+	local t=$(( $(date +%s) - PHASE_START ))
+	PHASES+=("$(printf '%-22s %5ss' "$PHASE_NAME" "$t")")
+	log "[$PHASE_NAME] done in ${t}s"
+}
+phase_summary() {
+	local p
+	log "phase timings:"
+	for p in "${PHASES[@]}"; do
+		printf '  %s\n' "$p"
+	done
+}
+
+# need_pkgs PKG...: make sure Debian packages are installed.  As root on
+# Debian they are installed (and we say so); otherwise print the one
+# apt-get line that is needed and stop.
+need_pkgs() {
+	local missing=() p
+	for p in "$@"; do
+		dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii' ||
+			missing+=("$p")
+	done
+	[ ${#missing[@]} -eq 0 ] && return 0
+	if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+		die "missing packages; run: sudo apt-get install ${missing[*]}"
+	fi
+	log "installing missing packages: ${missing[*]}"
+	if [ -z "${APT_UPDATED:-}" ]; then
+		apt-get update -qq >/dev/null || die "apt-get update failed"
+		APT_UPDATED=1
+	fi
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+		--no-install-recommends "${missing[@]}" >/dev/null ||
+		die "apt-get install ${missing[*]} failed"
+}
+
+# Series of Debian kernels we carry patches for, by upstream major.minor.
+supported_series() {
+	local d
+	for d in "$TOP"/patches/*/series; do
+		basename "$(dirname "$d")"
+	done
+}
+
+# pkg_version PKG: the installed version of a package, or the candidate
+# apt would install when it is not installed.
+pkg_version() {
+	local v
+	v=$(dpkg-query -W -f='${Version}' "$1" 2>/dev/null)
+	if [ -z "$v" ]; then
+		v=$(apt-cache policy "$1" 2>/dev/null | awk '/Candidate:/ { print $2 }')
+		[ "$v" = "(none)" ] && v=
+	fi
+	printf '%s' "$v"
+}
+
+# default_krel: the release of Debian 12's current 6.1 kernel, i.e. the
+# one linux-headers-amd64 depends on.  Never hard-coded: the ABI number
+# changes with every Debian kernel update.
+default_krel() {
+	local dep
+	dep=$(dpkg-query -W -f='${Depends}' linux-headers-amd64 2>/dev/null)
+	if [ -z "$dep" ]; then
+		if [ -z "${APT_UPDATED:-}" ] && [ "$(id -u)" -eq 0 ]; then
+			apt-get update -qq >/dev/null 2>&1 && APT_UPDATED=1
+		fi
+		dep=$(apt-cache show linux-headers-amd64 2>/dev/null |
+			sed -n 's/^Depends: //p' | head -n 1)
+	fi
+	dep=$(printf '%s' "$dep" | grep -o 'linux-headers-[0-9][^ ,]*-amd64' | head -n 1)
+	[ -n "$dep" ] || die "cannot resolve the default kernel from linux-headers-amd64 (is this Debian 12 with apt sources?)"
+	printf '%s' "${dep#linux-headers-}"
+}
+
+# resolve_target: set KREL (kernel release), KSERIES (patch series, e.g.
+# 6.1), HDR (kbuild headers directory) and HDR_PKG; install the headers
+# when allowed.
+resolve_target() {
+	local running
+	running=$(uname -r)
+	if [ -n "${KERNELRELEASE:-}" ]; then
+		KREL=$KERNELRELEASE
+	elif is_supported_krel "$running" && [ -d "/lib/modules/$running/build" ]; then
+		KREL=$running
+	else
+		KREL=$(default_krel)
+	fi
+	is_supported_krel "$KREL" ||
+		die "kernel $KREL is not supported (supported: Debian <series>.0-<abi>-amd64 for series: $(supported_series | tr '\n' ' '))"
+	KSERIES=${KREL%%.0-*}
+	HDR_PKG=linux-headers-$KREL
+	need_pkgs "$HDR_PKG"
+	HDR=/usr/src/linux-headers-$KREL
+	[ -d "$HDR" ] || HDR=/lib/modules/$KREL/build
+	[ -f "$HDR/Makefile" ] || die "no kbuild tree for $KREL (looked in /usr/src/linux-headers-$KREL)"
+	BUILD=$TOP/build/$KREL
+	export KREL KSERIES HDR HDR_PKG BUILD
+}
+
+is_supported_krel() {
+	local s
+	for s in $(supported_series); do
+		[[ $1 =~ ^${s//./\\.}\.0-[0-9]+-amd64$ ]] && return 0
+	done
+	return 1
+}
+
+# headers_version: upstream version (e.g. 6.1.192) of the kbuild tree.
+headers_version() {
+	make -s -C "$HDR" kernelversion 2>/dev/null
+}
+
+# backport_version: the version tag our modules carry.
+backport_version() {
+	local d
+	d=$(git -C "$TOP" describe --always --dirty --tags 2>/dev/null) || d=unknown
+	printf '%s-%s+%s' "$PROJECT" "$d" "$KREL"
+}
+
+# run_kbuild ARGS...: run kbuild for the target without leaking our own
+# make's command line (KERNELRELEASE in particular) into it.
+run_kbuild() {
+	env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u KERNELRELEASE \
+		make -C "$HDR" -j"$(nproc)" "$@"
+}
