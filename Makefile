@@ -1,0 +1,43 @@
+# SPDX-License-Identifier: GPL-2.0
+#
+# kvm-backport: KVM for distro kernels, rebuilt from the distro's own KVM
+# source with our patch series.  See README.md.
+#
+#   make                 build kvm.ko, kvm-intel.ko, kvm-amd.ko
+#   make check           test them in QEMU on the stock distro kernel
+#   make check-parity    every upstream selftest, stock modules vs ours
+#   make check-host      the same lists on this machine (needs root, VT)
+#   make load / unload   swap the stock modules for ours and back
+#
+# Variables: KERNELRELEASE=<release> (another installed Debian kernel),
+# KSRC=<tree or tarball> (source instead of linux-source-<series>).
+
+SHELL := /bin/bash
+
+.PHONY: all modules check check-parity check-host load unload clean help
+
+all: modules
+
+modules:
+	@scripts/build.sh
+
+check:
+	@scripts/check.sh default
+
+check-parity:
+	@scripts/check.sh parity
+
+check-host:
+	@scripts/check-host.sh
+
+load:
+	@scripts/load.sh load
+
+unload:
+	@scripts/load.sh unload
+
+clean:
+	rm -rf build
+
+help:
+	@sed -n 's/^#   //p' Makefile

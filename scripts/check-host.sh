@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# check-host.sh: run the make check lists directly on this machine, a real
+# test host with VMX or SVM, with our modules swapped in by load.sh.  The
+# stock modules are put back at the end (KBP_KEEP_LOADED=1 keeps ours).
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+[ "$(id -u)" -eq 0 ] || die "make check-host needs root (it loads kernel modules)"
+grep -qwE 'vmx|svm' /proc/cpuinfo ||
+	die "make check-host needs a usable /dev/kvm: this CPU shows neither VMX nor SVM"
+KERNELRELEASE=$(uname -r)
+export KERNELRELEASE
+resolve_target
+
+phase "build modules"
+"$TOP/scripts/build.sh"
+phase_end
+phase "build selftests"
+"$TOP/scripts/selftests.sh"
+phase_end
+
+phase "load modules"
+"$TOP/scripts/load.sh" load
+[ -c /dev/kvm ] || die "no usable /dev/kvm after loading our modules"
+vendor=$(basename "$(find /sys/module -maxdepth 1 -name 'kvm_intel' -o -maxdepth 1 -name 'kvm_amd' | head -n 1)")
+log "running on $vendor, kvm $(cat /sys/module/kvm/version)"
+phase_end
+
+phase "run tests"
+marker="kvm-backport check-host $$ $(date +%s)"
+echo "$marker" >/dev/kmsg
+RES=$BUILD/results.host
+: >"$RES"
+echo "TAP version 13"
+{
+	echo "RESULT host modules-loaded pass 0 kvm $(cat /sys/module/kvm/version), $vendor"
+	"$TOP/scripts/run-tests.sh" ours/backport "$TOP/tools/selftests/backport.list" \
+		"$BUILD/selftests/backport"
+	"$TOP/scripts/run-tests.sh" ours/upstream "$TOP/tools/selftests/$KSERIES/upstream.list" \
+		"$BUILD/selftests/upstream"
+	bad=$(dmesg | sed -n "/$marker/,\$p" | "$TOP/scripts/scan-kernel-log.sh" || true)
+	if [ -z "$bad" ]; then
+		echo "RESULT host kernel-log-clean pass 0"
+	else
+		printf '%s\n' "$bad" | head -n 40 | sed 's/^/#   /'
+		echo "RESULT host kernel-log-clean fail 0 kernel problem reports in dmesg"
+	fi
+} | awk -v RESULTS="$RES" -f "$TOP/scripts/tap.awk"
+phase_end
+
+[ -n "${KBP_KEEP_LOADED:-}" ] || "$TOP/scripts/load.sh" unload
+
+total=$(wc -l <"$RES")
+passed=$(awk '$3 == "pass"' "$RES" | wc -l)
+skipped=$(awk '$3 == "skip"' "$RES" | wc -l)
+echo "1..$total"
+phase_summary
+echo "vendor module: $vendor"
+echo "$passed passed, $((total - passed - skipped)) failed, $skipped skipped"
+[ $((total - passed - skipped)) -eq 0 ]

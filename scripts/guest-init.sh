@@ -1,0 +1,93 @@
+#!/bin/sh
+# SPDX-License-Identifier: GPL-2.0
+#
+# /init of the test VM's initramfs (built by scripts/check.sh).
+#
+# Kernel messages go to the console (ttyS0); test results go to ttyS1, so
+# the host reads them without kernel noise in between.  The kernel command
+# line selects the run:
+#   kbp.mode=default  load our modules, run lists/upstream.list and
+#                     lists/backport.list
+#   kbp.mode=parity   run lists/parity.list on the stock modules, then on
+#                     ours, in the same boot
+# The last lines on ttyS1 are the kernel log and "@@done".
+export PATH=/bin:/sbin
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+mount -t tmpfs tmp /tmp
+mount -t debugfs debugfs /sys/kernel/debug
+exec 3>/dev/ttyS1
+
+out() { echo "$*" >&3; }
+
+mode=default
+for arg in $(cat /proc/cmdline); do
+	case $arg in
+	kbp.mode=*) mode=${arg#kbp.mode=} ;;
+	esac
+done
+out "# mode $mode, kernel $(uname -r), $(nproc) CPUs"
+
+if grep -qw svm /proc/cpuinfo; then
+	vendor=kvm-amd
+elif grep -qw vmx /proc/cpuinfo; then
+	vendor=kvm-intel
+else
+	vendor=none
+fi
+
+# The stock modules KVM depends on stay loaded throughout.
+insmod /modules/stock/irqbypass.ko
+[ "$vendor" = kvm-amd ] && insmod /modules/stock/ccp.ko
+
+# load SET: load kvm and the vendor module of SET (stock or ours) and
+# check that what got loaded is that set.
+load() {
+	insmod "/modules/$1/kvm.ko" && insmod "/modules/$1/$vendor.ko"
+	loaded=$(cat /sys/module/kvm/version 2>/dev/null || echo none)
+	if [ "$1" = ours ]; then
+		want=$(cat /modules/ours/version)
+	else
+		want=none
+	fi
+	if [ "$loaded" = "$want" ] && [ -d "/sys/module/$(echo $vendor | tr - _)" ]; then
+		out "RESULT $1 modules-loaded pass 0 kvm $loaded, $vendor"
+	else
+		out "RESULT $1 modules-loaded fail 0 kvm version '$loaded', expected '$want' ($vendor)"
+		return 1
+	fi
+}
+
+unload() {
+	rmmod "$(echo $vendor | tr - _)" kvm
+}
+
+run() {
+	/run-tests.sh "$1" "$2" "$3" "${4:-300}" >&3 2>&1
+}
+
+case $mode in
+default)
+	if load ours; then
+		run ours/backport /lists/backport.list /tests/backport
+		run ours/upstream /lists/upstream.list /tests/upstream
+	fi
+	;;
+parity)
+	for set in stock ours; do
+		if load $set; then
+			run $set/backport /lists/backport.list /tests/backport 180
+			run $set/upstream /lists/parity.list /tests/upstream 180
+		fi
+		unload
+	done
+	;;
+esac
+
+out "@@dmesg"
+dmesg >&3
+out "@@done"
+sync
+poweroff -f

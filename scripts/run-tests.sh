@@ -1,0 +1,54 @@
+#!/bin/sh
+# SPDX-License-Identifier: GPL-2.0
+#
+# run-tests.sh SET LIST BINDIR [TIMEOUT]
+#
+# Run the selftests named in LIST (lines "name [args...]", '#' comments)
+# from BINDIR, each under a timeout (seconds, default 300), and print one
+# machine-readable line per test:
+#
+#   RESULT <set> <name> <pass|fail|skip|timeout> <seconds> <note>
+#
+# preceded by "# run <set>/<name> <args>" and followed by the test's
+# output as "# " comment lines (all of it for our own tests, the tail for
+# failures).  POSIX sh: it runs under busybox in the test VM and under
+# bash on a real host (make check-host); scripts/tap.sh turns the lines
+# into TAP.
+set -u
+SET=$1
+LIST=$2
+BINDIR=$3
+TIMEOUT=${4:-300}
+LOG=${TMPDIR:-/tmp}/run-tests.$$
+
+now() { cut -d. -f1 /proc/uptime; }
+
+sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$LIST" | while read -r name args; do
+	echo "# run $SET/$name $args"
+	if [ ! -x "$BINDIR/$name" ]; then
+		echo "RESULT $SET $name fail 0 not built"
+		continue
+	fi
+	start=$(now)
+	# shellcheck disable=SC2086 # args are split on purpose
+	timeout -s KILL "$TIMEOUT" "$BINDIR/$name" $args </dev/null >"$LOG" 2>&1
+	rc=$?
+	secs=$(( $(now) - start ))
+	note=
+	case $rc in
+	0)	status=pass ;;
+	4)	status=skip
+		# kselftest's skip line says why ("1..0 # SKIP reason" or
+		# "...: Requirement not met: ...").
+		note=$(grep -i -m 1 -e 'skip' -e 'requirement not met' "$LOG" |
+			sed -e 's/^.*SKIP *//' -e 's/^[[:space:]-]*//' | cut -c1-120) ;;
+	137)	status=timeout; note="killed after ${TIMEOUT}s" ;;
+	*)	status=fail; note="exit $rc" ;;
+	esac
+	case "$SET:$status" in
+	*/backport:*|backport:*|*:fail|*:timeout)
+		sed 's/^/#   /' "$LOG" | tail -n 40 ;;
+	esac
+	echo "RESULT $SET $name $status $secs ${note:-}"
+done
+rm -f "$LOG"

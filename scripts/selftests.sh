@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Build the upstream KVM selftests of the target's source tree (with our
+# series applied, so they see our uAPI) and our own selftests, as static
+# binaries, into build/<release>/selftests/.
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+resolve_target
+need_pkgs make gcc libc6-dev rsync
+
+SRC=$BUILD/src
+"$TOP/scripts/prepare-tree.sh" full "$SRC"
+
+log "installing uapi headers into the selftest tree"
+env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u KERNELRELEASE \
+	make -s -C "$SRC" headers >"$BUILD/selftests-headers.log" 2>&1 ||
+	die "make headers failed (log: $BUILD/selftests-headers.log)"
+
+KST=$SRC/tools/testing/selftests/kvm
+mkdir -p "$KST/backport"
+rsync -rc --delete "$TOP/tools/selftests/" "$KST/backport/"
+
+log "building KVM selftests (upstream and ours)"
+# -k: some upstream tests do not build as shipped; they are accounted for
+# in tools/selftests/$KSERIES/nobuild.list and checked below.
+env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u KERNELRELEASE \
+	make -k -j"$(nproc)" -C "$KST" -f backport/Makefile \
+	EXTRA_CFLAGS=-static LDFLAGS=-static >"$BUILD/selftests-build.log" 2>&1 || true
+
+# Every test the Makefile knows of must have been built or be listed as
+# not building, with a reason; our own tests must always build.
+OUT=$BUILD/selftests
+rm -rf "$OUT"
+mkdir -p "$OUT/upstream" "$OUT/backport"
+mapfile -t ALL < <(cd "$KST" && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL \
+	make -s -f backport/Makefile -f - print-tests <<'MK'
+print-tests:
+	@printf '%s\n' $(TEST_GEN_PROGS) $(TEST_GEN_PROGS_EXTENDED)
+MK
+)
+nobuild=$(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$TOP/tools/selftests/$KSERIES/nobuild.list" | awk '{ print $1 }')
+bad=0
+built=0
+for t in "${ALL[@]}"; do
+	rel=${t#"$KST"/}
+	name=$(basename "$rel")
+	if [ -x "$t" ]; then
+		case $rel in
+		backport/*) cp "$t" "$OUT/backport/" ;;
+		*) cp "$t" "$OUT/upstream/"; built=$((built + 1)) ;;
+		esac
+		if grep -qx "$name" <<<"$nobuild"; then
+			log "note: $name builds now; drop it from $KSERIES/nobuild.list"
+		fi
+	elif [[ $rel == backport/* ]]; then
+		grep -A5 "backport/$name" "$BUILD/selftests-build.log" | grep -m 10 error >&2 || true
+		log "our selftest $name failed to build"
+		bad=1
+	elif ! grep -qx "$name" <<<"$nobuild"; then
+		log "upstream selftest $name failed to build and is not in $KSERIES/nobuild.list"
+		bad=1
+	fi
+done
+[ $bad -eq 0 ] || die "selftest build failed (log: $BUILD/selftests-build.log)"
+log "built $built upstream and $(ls "$OUT/backport" | wc -l) own selftests into ${OUT#"$TOP"/}"
