@@ -3,17 +3,22 @@
 #
 # run-tests.sh SET LIST BINDIR [TIMEOUT]
 #
-# Run the selftests named in LIST (lines "name [args...]", '#' comments)
-# from BINDIR, each under a timeout (seconds, default 300), and print one
-# machine-readable line per test:
+# Run the selftests named in LIST from BINDIR, each under a timeout
+# (seconds, default 300).  LIST has one test per line, "binary [args...]",
+# or "name: binary [args...]" to run one binary under several names; '#'
+# starts a comment.  Prints one machine-readable line per test:
 #
 #   RESULT <set> <name> <pass|fail|skip|timeout> <seconds> <note>
 #
-# preceded by "# run <set>/<name> <args>" and followed by the test's
-# output as "# " comment lines (all of it for our own tests, the tail for
-# failures).  POSIX sh: it runs under busybox in the test VM and under
-# bash on a real host (make check-host); scripts/tap.sh turns the lines
-# into TAP.
+# preceded by "# run <set>/<name> (<timeout>s): <binary> <args>" and
+# followed by the test's output as "# " comment lines (all of it for our
+# own tests, the tail for failures).  POSIX sh: it runs under busybox in
+# the test VM and under bash on a real host (make check-host);
+# scripts/tap.awk turns the lines into TAP.
+#
+# Resuming after a test wedged the VM: with KBP_COUNTER naming a counter
+# file shared by all runs of one boot, the first KBP_SKIP tests (counted
+# across runs) are skipped silently; an earlier boot ran them.
 set -u
 SET=$1
 LIST=$2
@@ -23,15 +28,30 @@ LOG=${TMPDIR:-/tmp}/run-tests.$$
 
 now() { cut -d. -f1 /proc/uptime; }
 
+# already_ran: count this test; true if an earlier boot ran it.
+already_ran() {
+	[ -n "${KBP_COUNTER:-}" ] || return 1
+	n=$(( $(cat "$KBP_COUNTER" 2>/dev/null || echo 0) + 1 ))
+	echo "$n" >"$KBP_COUNTER"
+	[ "$n" -le "${KBP_SKIP:-0}" ]
+}
+
 sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$LIST" | while read -r name args; do
-	echo "# run $SET/$name $args"
-	if [ ! -x "$BINDIR/$name" ]; then
-		echo "RESULT $SET $name fail 0 not built"
+	case $name in
+	*:)	name=${name%:}
+		bin=${args%% *}
+		args=${args#"$bin"} ;;
+	*)	bin=$name ;;
+	esac
+	already_ran && continue
+	echo "# run $SET/$name (${TIMEOUT}s): $bin$args"
+	if [ ! -x "$BINDIR/$bin" ]; then
+		echo "RESULT $SET $name fail 0 $bin not built"
 		continue
 	fi
 	start=$(now)
 	# shellcheck disable=SC2086 # args are split on purpose
-	timeout -s KILL "$TIMEOUT" "$BINDIR/$name" $args </dev/null >"$LOG" 2>&1
+	timeout -s KILL "$TIMEOUT" "$BINDIR/$bin" $args </dev/null >"$LOG" 2>&1
 	rc=$?
 	secs=$(( $(now) - start ))
 	note=

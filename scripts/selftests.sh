@@ -55,7 +55,7 @@ for t in "${ALL[@]}"; do
 			log "note: $name builds now; drop it from $KSERIES/nobuild.list"
 		fi
 	elif [[ $rel == backport/* ]]; then
-		grep -A5 "backport/$name" "$BUILD/selftests-build.log" | grep -m 10 error >&2 || true
+		grep -m 20 "^backport/$name\.c:.*\(error\|warning\)" "$BUILD/selftests-build.log" >&2 || true
 		log "our selftest $name failed to build"
 		bad=1
 	elif ! grep -qx "$name" <<<"$nobuild"; then

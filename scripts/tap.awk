@@ -7,6 +7,7 @@
 # Lines from "@@dmesg" on are the guest's kernel log: they are not printed
 # here (the caller scans them).
 BEGIN { n = START + 0; inlog = 0 }
+{ sub(/\r$/, "") }
 /^@@dmesg/ { inlog = 1; next }
 /^@@done/ { inlog = 0; next }
 inlog { next }

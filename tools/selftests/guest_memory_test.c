@@ -23,7 +23,7 @@
 #define TEST_SLOT	1
 #define TEST_GPA	0x40000000ULL
 #define TEST_PAGES	512
-#define TEST_WORDS	(TEST_PAGES * PAGE_SIZE / sizeof(uint64_t))
+#define TEST_WORDS	((uint64_t)(TEST_PAGES * PAGE_SIZE / sizeof(uint64_t)))
 
 static uint64_t pattern(int round, uint64_t i)
 {
