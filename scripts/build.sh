@@ -7,7 +7,9 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 resolve_target
-need_pkgs make gcc
+# shellcheck disable=SC2046 # package lists
+need_pkgs $(build_pkgs)
+need_headers
 log "target: $KREL (series $KSERIES, headers $HDR)"
 
 phase "prepare source tree"

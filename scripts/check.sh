@@ -28,15 +28,23 @@ default|parity) ;;
 esac
 
 resolve_target
-need_pkgs qemu-system-x86 busybox-static cpio kmod xz-utils
 log "target: $KREL, mode: $MODE"
+build_for_tests
 
-phase "build modules"
-"$TOP/scripts/build.sh"
-phase_end
-
-phase "build selftests"
-"$TOP/scripts/selftests.sh"
+phase "style"
+# The target tree's checkpatch judges our patches and new files (run from
+# that tree, not from our git checkout, where it would take the patch
+# files for source files).
+mapfile -t PATCH_FILES < <(ls "$TOP/patches/$KSERIES/"*.patch 2>/dev/null)
+mapfile -t NEW_FILES < <(cd "$TOP" && find virt arch include tools/selftests \
+	-name '*.[ch]' 2>/dev/null | sed "s|^|$TOP/|")
+STYLE_OUT=$(cd "$BUILD/src" && {
+	[ ${#PATCH_FILES[@]} -eq 0 ] ||
+		scripts/checkpatch.pl --strict -q --no-tree "${PATCH_FILES[@]}"
+	scripts/checkpatch.pl --strict -q --no-tree -f "${NEW_FILES[@]}"
+} 2>&1) && STYLE=pass || STYLE=fail
+log "checkpatch --strict: ${#PATCH_FILES[@]} patches, ${#NEW_FILES[@]} new files: $STYLE"
+[ "$STYLE" = pass ] || printf '%s\n' "$STYLE_OUT" | head -n 60
 phase_end
 
 phase "fetch stock kernel"
@@ -188,7 +196,7 @@ while [ $boot -lt 8 ]; do
 	: >"$BUILD/results.log"
 	qemu_boot "$ACCEL" "kbp.mode=$MODE kbp.skip=$done_items" "$TIMEOUT" &
 	bpid=$!
-	tail -n +1 -F --pid=$bpid "$BUILD/results.log" 2>/dev/null |
+	stdbuf -oL tail -n +1 -F --pid=$bpid "$BUILD/results.log" 2>/dev/null |
 		awk -v START="$done_items" -v RESULTS="$RES" -f "$TOP/scripts/tap.awk"
 	wait $bpid || true
 	# The kernel log the guest dumped, or the console of a guest that
@@ -212,6 +220,11 @@ phase_end
 # What the test lists did not say: whether the guest finished, and
 # whether its kernel log is clean.
 {
+	if [ "$STYLE" = pass ]; then
+		echo "RESULT style checkpatch pass 0"
+	else
+		echo "RESULT style checkpatch fail 0 checkpatch --strict found problems (printed above)"
+	fi
 	if [ -n "$finished" ]; then
 		echo "RESULT vm finished pass 0"
 	else
@@ -253,13 +266,4 @@ if [ "$MODE" = parity ]; then
 fi
 
 phase_summary
-passed=$(awk '$3 == "pass"' "$RES" | wc -l)
-skipped=$(awk '$3 == "skip"' "$RES" | wc -l)
-failed=$((total - passed - skipped))
-if [ "$MODE" = parity ]; then
-	# Parity judges regressions, not tests that fail on both module sets.
-	failed=$(awk '$3 != "pass" && $3 != "skip" && $1 !~ /^(stock|ours)\//' "$RES" | wc -l)
-	[ -z "${PARITY_BAD:-}" ] || failed=$((failed + 1))
-fi
-echo "$passed passed, $failed failed, $skipped skipped"
-[ "$failed" -eq 0 ]
+summarize "$RES" "$MODE"

@@ -109,12 +109,25 @@ resolve_target() {
 		die "kernel $KREL is not supported (supported: Debian <series>.0-<abi>-amd64 for series: $(supported_series | tr '\n' ' '))"
 	KSERIES=${KREL%%.0-*}
 	HDR_PKG=linux-headers-$KREL
-	need_pkgs "$HDR_PKG"
 	HDR=/usr/src/linux-headers-$KREL
-	[ -d "$HDR" ] || HDR=/lib/modules/$KREL/build
-	[ -f "$HDR/Makefile" ] || die "no kbuild tree for $KREL (looked in /usr/src/linux-headers-$KREL)"
 	BUILD=$TOP/build/$KREL
 	export KREL KSERIES HDR HDR_PKG BUILD
+}
+
+# Debian packages needed to build the modules, and to test them.
+build_pkgs() {
+	echo "$HDR_PKG make gcc patch rsync xz-utils"
+	[ -n "${KSRC:-}" ] || echo "linux-source-$KSERIES"
+}
+test_pkgs() {
+	echo "qemu-system-x86 busybox-static cpio kmod libc6-dev flex bison bc"
+}
+
+# need_headers: the target's kbuild tree, which must be installed by now.
+need_headers() {
+	[ -f "$HDR/Makefile" ] || HDR=/lib/modules/$KREL/build
+	[ -f "$HDR/Makefile" ] ||
+		die "no kbuild tree for $KREL (install $HDR_PKG)"
 }
 
 is_supported_krel() {
@@ -142,4 +155,37 @@ backport_version() {
 run_kbuild() {
 	env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u KERNELRELEASE \
 		make -C "$HDR" -j"$(nproc)" "$@"
+}
+
+# summarize RESULTS [parity]: print the plain closing line for a results
+# file ("set name status" lines, from scripts/tap.awk) and fail when any
+# test failed.  In a parity run the stock and ours results are judged by
+# the parity table (PARITY_BAD set when it found a regression) instead.
+summarize() {
+	local res=$1 mode=${2:-} passed skipped failed
+	passed=$(awk '$3 == "pass"' "$res" | wc -l)
+	skipped=$(awk '$3 == "skip"' "$res" | wc -l)
+	if [ "$mode" = parity ]; then
+		failed=$(awk '$3 != "pass" && $3 != "skip" && $1 !~ /^(stock|ours)\//' "$res" | wc -l)
+		[ -z "${PARITY_BAD:-}" ] || failed=$((failed + 1))
+	else
+		failed=$(awk '$3 != "pass" && $3 != "skip"' "$res" | wc -l)
+	fi
+	echo "$passed passed, $failed failed, $skipped skipped"
+	[ "$failed" -eq 0 ]
+}
+
+# build_for_tests: everything a test run needs installed and built: the
+# packages, our modules and the selftests, as timed phases.
+build_for_tests() {
+	# One apt-get line for everything when not root.
+	# shellcheck disable=SC2046 # package lists
+	need_pkgs $(build_pkgs) $(test_pkgs)
+	need_headers
+	phase "build modules"
+	"$TOP/scripts/build.sh"
+	phase_end
+	phase "build selftests"
+	"$TOP/scripts/selftests.sh"
+	phase_end
 }

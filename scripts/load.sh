@@ -28,12 +28,13 @@ vmod=${vendor//-/_}
 # /dev/kvm, VM or vCPU file descriptors.
 check_idle() {
 	[ -d /sys/module/kvm ] || return 0
-	local refs holders
+	local refs holders users
 	refs=$(cat /sys/module/kvm/refcnt)
 	holders=$(find /sys/module/kvm/holders -mindepth 1 -maxdepth 1 | wc -l)
-	if [ $((refs - holders)) -gt 0 ]; then
-		die "kvm is in use ($((refs - holders)) open /dev/kvm, VM or vCPU reference(s)${1:+: }$(command -v fuser >/dev/null && fuser /dev/kvm 2>/dev/null)); stop the VMs first"
-	fi
+	[ $((refs - holders)) -gt 0 ] || return 0
+	users=$(find /proc/[0-9]*/fd -lname '/dev/kvm' -o -lname 'anon_inode:kvm-*' 2>/dev/null |
+		cut -d/ -f3 | sort -un | tr '\n' ' ')
+	die "kvm is in use ($((refs - holders)) open /dev/kvm, VM or vCPU file(s); processes: ${users:-unknown}); stop the VMs first"
 }
 
 ours_loaded() {
@@ -54,7 +55,7 @@ load)
 	for m in kvm "$vendor"; do
 		[ -f "$BUILD/modules/$m.ko" ] || die "no $m.ko for $KREL; run make first"
 	done
-	check_idle x
+	check_idle
 	remove_kvm
 	modprobe irqbypass
 	[ "$vendor" = kvm-amd ] && modprobe ccp
@@ -67,7 +68,7 @@ load)
 	log "loaded $(cat /sys/module/kvm/version) ($vendor)"
 	;;
 unload)
-	check_idle x
+	check_idle
 	ours_loaded || log "our modules are not loaded"
 	remove_kvm
 	modprobe "$vmod"

@@ -21,7 +21,9 @@ set -euo pipefail
 MODE=$1
 DEST=$2
 resolve_target
-need_pkgs patch rsync xz-utils
+# shellcheck disable=SC2046 # package lists
+need_pkgs $(build_pkgs)
+need_headers
 
 SERIES_DIR=$TOP/patches/$KSERIES
 [ -f "$SERIES_DIR/series" ] || die "no patch series for $KSERIES ($SERIES_DIR/series)"
@@ -35,7 +37,6 @@ if [ -n "${KSRC:-}" ]; then
 	SRC_ID="ksrc:$SRC:$(stat -c '%s %Y' "$SRC")"
 else
 	SRC_PKG=linux-source-$KSERIES
-	need_pkgs "$SRC_PKG"
 	SRC=/usr/src/$SRC_PKG.tar.xz
 	src_deb=$(pkg_version "$SRC_PKG")
 	hdr_deb=$(pkg_version "$HDR_PKG")

@@ -8,7 +8,9 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
 resolve_target
-need_pkgs make gcc libc6-dev rsync
+# shellcheck disable=SC2046 # package lists
+need_pkgs $(build_pkgs) $(test_pkgs)
+need_headers
 
 SRC=$BUILD/src
 "$TOP/scripts/prepare-tree.sh" full "$SRC"

@@ -76,7 +76,7 @@ static struct kvm_vcpu_pv_apf_data apf_data __aligned(64);
  * Guest counters, read back by the host.  The handlers update them behind
  * the guest's main flow, which therefore reads them with READ_ONCE().
  */
-static volatile uint32_t ready_token;
+static uint32_t ready_token;
 static uint64_t nr_not_present, nr_ready, nr_broadcast, nr_token_mismatch;
 static uint64_t nr_sync, min_work, total_work;
 static bool sync_on_queue;
@@ -113,12 +113,12 @@ static void guest_pf_handler(struct ex_regs *regs)
 		GUEST_SYNC(STAGE_QUEUED);
 
 	asm volatile("sti");
-	while (ready_token != token) {
+	while (READ_ONCE(ready_token) != token) {
 		work++;
 		cpu_relax();
 	}
 	asm volatile("cli");
-	ready_token = 0;
+	WRITE_ONCE(ready_token, 0);
 
 	total_work += work;
 	if (work < min_work)
@@ -134,9 +134,9 @@ static void guest_ready_handler(struct ex_regs *regs)
 		/* Sent once when async #PF is enabled: "wake everything". */
 		nr_broadcast++;
 	} else {
-		if (ready_token)
+		if (READ_ONCE(ready_token))
 			nr_token_mismatch++;
-		ready_token = token;
+		WRITE_ONCE(ready_token, token);
 		nr_ready++;
 	}
 	wrmsr(MSR_KVM_ASYNC_PF_ACK, 1);
@@ -219,7 +219,7 @@ struct resolver {
 	int uffd;
 	void *base;
 	unsigned int delay_ms;
-	volatile bool stop;
+	bool stop;
 	uint64_t faults;
 };
 
@@ -231,7 +231,7 @@ static void *resolver_thread(void *arg)
 	struct uffd_msg msg;
 
 	TEST_ASSERT(src, "out of memory");
-	while (!r->stop) {
+	while (!READ_ONCE(r->stop)) {
 		struct uffdio_copy copy = { 0 };
 		uint64_t page, i;
 
@@ -287,7 +287,7 @@ static int test_basic(uint64_t nr_pages, unsigned int delay_ms)
 		}
 	}
 done:
-	r.stop = true;
+	WRITE_ONCE(r.stop, true);
 	pthread_join(thread, NULL);
 
 	sync_global_from_guest(vm, nr_not_present);
@@ -700,10 +700,13 @@ static int test_exit_race(int iterations)
 
 static void reload_modules(const char *dir, const char *vendor, int *busy_retries)
 {
-	const char *names[] = { vendor, "kvm" };
+	const char *names[2];
 	char path[PATH_MAX];
 	int i, fd, tries;
 
+	/* Unload in dependency order, load in the reverse. */
+	names[0] = vendor;
+	names[1] = "kvm";
 	for (i = 0; i < 2; i++) {
 		char modname[32], *dash;
 
@@ -776,7 +779,8 @@ int main(int argc, char *argv[])
 	if (!strcmp(mode, "unload"))
 		return test_unload(argc > 2 ? atoi(argv[2]) : 50);
 
-	fprintf(stderr, "usage: %s basic [pages [delay_ms]] | exit-race [iterations] | unload [cycles]\n",
-		argv[0]);
+	fprintf(stderr, "usage: %s basic [pages [delay_ms]]\n"
+		"       %s exit-race [iterations]\n"
+		"       %s unload [cycles]\n", argv[0], argv[0], argv[0]);
 	return 1;
 }
