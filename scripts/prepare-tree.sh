@@ -55,7 +55,7 @@ inputs_key() {
 			cat "$SERIES_DIR/$p"
 		done
 		(cd "$TOP" && for d in virt arch include tests/kunit; do
-			[ -d "$d" ] && find "$d" -type f
+			[ ! -d "$d" ] || find "$d" -type f
 		done | LC_ALL=C sort | xargs -r sha256sum)
 	} | sha256sum | cut -d' ' -f1
 }
@@ -96,7 +96,7 @@ if [ -d "$SRC" ]; then
 		cp -a "$SRC/." "$NEW/"
 	else
 		(cd "$SRC" && for g in "${KVM_PATHS[@]}" ${KVM_GLOBS[@]} "${TOUCHED[@]}"; do
-			[ -e "$g" ] && echo "$g"
+			[ ! -e "$g" ] || echo "$g"
 		done | cpio -pdm --quiet "$NEW")
 	fi
 else
