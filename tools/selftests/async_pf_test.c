@@ -78,7 +78,7 @@ static struct kvm_vcpu_pv_apf_data apf_data __aligned(64);
  */
 static uint32_t ready_token;
 static uint64_t nr_not_present, nr_ready, nr_broadcast, nr_token_mismatch;
-static uint64_t nr_sync, min_work, total_work;
+static uint64_t nr_sync, nr_worked, min_work, total_work;
 static bool sync_on_queue;
 
 static uint64_t page_value(uint64_t page)
@@ -121,6 +121,8 @@ static void guest_pf_handler(struct ex_regs *regs)
 	WRITE_ONCE(ready_token, 0);
 
 	total_work += work;
+	if (work)
+		nr_worked++;
 	if (work < min_work)
 		min_work = work;
 }
@@ -295,6 +297,7 @@ done:
 	sync_global_from_guest(vm, nr_ready);
 	sync_global_from_guest(vm, nr_broadcast);
 	sync_global_from_guest(vm, nr_token_mismatch);
+	sync_global_from_guest(vm, nr_worked);
 	sync_global_from_guest(vm, min_work);
 	sync_global_from_guest(vm, total_work);
 
@@ -302,9 +305,9 @@ done:
 		nr_pages, delay_ms, r.faults);
 	pr_info("async #PFs taken: %lu, synchronous faults: %lu\n",
 		nr_not_present, nr_sync);
-	pr_info("page ready: %lu (+%lu broadcast), guest work while waiting: %lu iterations (min %lu per fault)\n",
+	pr_info("page ready: %lu (+%lu broadcast), guest work while waiting: %lu iterations (min %lu per fault, %lu faults with work)\n",
 		nr_ready, nr_broadcast, total_work,
-		nr_not_present ? min_work : 0);
+		nr_not_present ? min_work : 0, nr_worked);
 
 	TEST_ASSERT(nr_not_present + nr_sync == nr_pages,
 		    "%lu async + %lu sync faults for %lu pages",
@@ -315,8 +318,13 @@ done:
 	TEST_ASSERT(nr_ready == nr_not_present && !nr_token_mismatch,
 		    "%lu page ready for %lu page not present, %lu out of order",
 		    nr_ready, nr_not_present, nr_token_mismatch);
-	TEST_ASSERT(min_work > 0,
-		    "the guest did no other work while waiting for a page");
+	/*
+	 * Not every wait: when the host deschedules the vCPU for longer than
+	 * the resolver's delay, "page ready" is due as soon as it is back.
+	 */
+	TEST_ASSERT(nr_worked * 2 >= nr_not_present,
+		    "the guest did other work during only %lu of %lu waits",
+		    nr_worked, nr_not_present);
 	TEST_ASSERT(nr_broadcast == 1, "%lu broadcast wakeups", nr_broadcast);
 
 	kvm_vm_free(vm);
@@ -344,13 +352,19 @@ static void setup_observer(void)
 		    "cannot pin the observer to CPU %d", OBSERVER_CPU);
 }
 
+/* Room for up to two file descriptors, aligned for struct cmsghdr. */
+union fd_cmsg {
+	char buf[CMSG_SPACE(2 * sizeof(int))];
+	struct cmsghdr align;
+};
+
 static void send_fds(int sock, int *fds, int nr)
 {
-	char buf[CMSG_SPACE(2 * sizeof(int))] = { 0 };
+	union fd_cmsg u = { 0 };
 	struct iovec iov = { .iov_base = "F", .iov_len = 1 };
 	struct msghdr msg = {
 		.msg_iov = &iov, .msg_iovlen = 1,
-		.msg_control = buf, .msg_controllen = CMSG_SPACE(nr * sizeof(int)),
+		.msg_control = u.buf, .msg_controllen = CMSG_SPACE(nr * sizeof(int)),
 	};
 	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
 
@@ -363,16 +377,17 @@ static void send_fds(int sock, int *fds, int nr)
 
 static void recv_fds(int sock, int *fds, int nr)
 {
-	char buf[CMSG_SPACE(2 * sizeof(int))];
+	union fd_cmsg u;
 	char data;
 	struct iovec iov = { .iov_base = &data, .iov_len = 1 };
 	struct msghdr msg = {
 		.msg_iov = &iov, .msg_iovlen = 1,
-		.msg_control = buf, .msg_controllen = CMSG_SPACE(nr * sizeof(int)),
+		.msg_control = u.buf, .msg_controllen = CMSG_SPACE(nr * sizeof(int)),
 	};
 	struct cmsghdr *c;
 
-	TEST_ASSERT(recvmsg(sock, &msg, 0) == 1, "recvmsg failed");
+	TEST_ASSERT(recvmsg(sock, &msg, 0) == 1 && !(msg.msg_flags & MSG_CTRUNC),
+		    "recvmsg failed");
 	c = CMSG_FIRSTHDR(&msg);
 	TEST_ASSERT(c && c->cmsg_type == SCM_RIGHTS &&
 		    c->cmsg_len == CMSG_LEN(nr * sizeof(int)),
@@ -426,16 +441,30 @@ static void vmm_child(int sock, bool share_vm)
 	TEST_FAIL("the guest left its wait for page ready");
 }
 
+#define TRACE_ENABLE	TRACE_DIR "/events/kvm/kvm_async_pf_completed/enable"
+
+static void trace_disable(void)
+{
+	int fd = open(TRACE_ENABLE, O_WRONLY);
+
+	if (fd >= 0) {
+		if (write(fd, "0", 1) != 1)
+			pr_info("cannot disable kvm_async_pf_completed\n");
+		close(fd);
+	}
+}
+
 /* The tracepoint every async #PF worker hits when it is done. */
 static int trace_open(void)
 {
 	int fd;
 
-	fd = open(TRACE_DIR "/events/kvm/kvm_async_pf_completed/enable", O_WRONLY);
+	fd = open(TRACE_ENABLE, O_WRONLY);
 	if (fd < 0)
 		return -1;
 	TEST_ASSERT(write(fd, "1", 1) == 1, "cannot enable kvm_async_pf_completed");
 	close(fd);
+	atexit(trace_disable);
 	return open(TRACE_DIR "/trace_pipe", O_RDONLY | O_NONBLOCK);
 }
 
@@ -495,7 +524,7 @@ static void vmm_start(struct vmm *v, bool share_vm)
 	if (!v->pid) {
 		close(sv[0]);
 		vmm_child(sv[1], share_vm);
-		exit(1);
+		_exit(1);
 	}
 	close(sv[1]);
 	v->sock = sv[0];
