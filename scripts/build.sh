@@ -19,9 +19,9 @@ phase_end
 phase "build modules"
 VERSION=$(backport_version)
 log "building kvm.ko, kvm-intel.ko, kvm-amd.ko ($VERSION)"
-run_kbuild M="$BUILD/kvm/arch/x86/kvm" KVM_BACKPORT_VERSION="$VERSION" \
-	modules >"$BUILD/kbuild.log" 2>&1 || {
-	grep -E 'error|Error|warning' "$BUILD/kbuild.log" | head -n 40 >&2
+kmake -C "$HDR" -j"$(nproc)" M="$BUILD/kvm/arch/x86/kvm" \
+	KVM_BACKPORT_VERSION="$VERSION" modules >"$BUILD/kbuild.log" 2>&1 || {
+	grep -E 'error|Error|warning' "$BUILD/kbuild.log" | sed -n 1,40p >&2 || true
 	die "module build failed (full log: $BUILD/kbuild.log)"
 }
 mkdir -p "$BUILD/modules"

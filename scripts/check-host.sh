@@ -17,8 +17,12 @@ build_for_tests
 
 phase "load modules"
 "$TOP/scripts/load.sh" load
+# Whatever happens from here on, put the stock modules back.
+[ -n "${KBP_KEEP_LOADED:-}" ] || trap '"$TOP/scripts/load.sh" unload' EXIT
 [ -c /dev/kvm ] || die "no usable /dev/kvm after loading our modules"
-vendor=$(basename "$(find /sys/module -maxdepth 1 -name 'kvm_intel' -o -maxdepth 1 -name 'kvm_amd' | head -n 1)")
+vendor=$(kvm_vendor_module)
+# The unload test reloads the modules from here.
+export KBP_MODULE_DIR=$BUILD/modules
 log "running on $vendor, kvm $(cat /sys/module/kvm/version)"
 phase_end
 
@@ -38,13 +42,11 @@ echo "TAP version 13"
 	if [ -z "$bad" ]; then
 		echo "RESULT host kernel-log-clean pass 0"
 	else
-		printf '%s\n' "$bad" | head -n 40 | sed 's/^/#   /'
+		printf '%s\n' "$bad" | sed -n '1,40s/^/#   /p'
 		echo "RESULT host kernel-log-clean fail 0 kernel problem reports in dmesg"
 	fi
-} | awk -v RESULTS="$RES" -f "$TOP/scripts/tap.awk"
+} | tap
 phase_end
-
-[ -n "${KBP_KEEP_LOADED:-}" ] || "$TOP/scripts/load.sh" unload
 
 echo "1..$(wc -l <"$RES")"
 phase_summary

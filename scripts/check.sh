@@ -29,6 +29,9 @@ esac
 
 resolve_target
 log "target: $KREL, mode: $MODE"
+mkdir -p "$BUILD"
+exec 9>"$BUILD/.check.lock"
+flock -n 9 || die "another make check runs on $BUILD; wait for it to end"
 build_for_tests
 
 phase "style"
@@ -39,12 +42,14 @@ mapfile -t PATCH_FILES < <(ls "$TOP/patches/$KSERIES/"*.patch 2>/dev/null)
 mapfile -t NEW_FILES < <(cd "$TOP" && find virt arch include tools/selftests \
 	-name '*.[ch]' 2>/dev/null | sed "s|^|$TOP/|")
 STYLE_OUT=$(cd "$BUILD/src" && {
+	rc=0
 	[ ${#PATCH_FILES[@]} -eq 0 ] ||
-		scripts/checkpatch.pl --strict -q --no-tree "${PATCH_FILES[@]}"
-	scripts/checkpatch.pl --strict -q --no-tree -f "${NEW_FILES[@]}"
+		scripts/checkpatch.pl --strict -q --no-tree "${PATCH_FILES[@]}" || rc=1
+	scripts/checkpatch.pl --strict -q --no-tree -f "${NEW_FILES[@]}" || rc=1
+	exit $rc
 } 2>&1) && STYLE=pass || STYLE=fail
 log "checkpatch --strict: ${#PATCH_FILES[@]} patches, ${#NEW_FILES[@]} new files: $STYLE"
-[ "$STYLE" = pass ] || printf '%s\n' "$STYLE_OUT" | head -n 60
+[ "$STYLE" = pass ] || printf '%s\n' "$STYLE_OUT" | sed -n 1,60p
 phase_end
 
 phase "fetch stock kernel"
@@ -79,7 +84,7 @@ mkdir -p "$RD"/{bin,dev,proc,sys,tmp,modules/stock,modules/ours,tests/upstream,t
 cp /bin/busybox "$RD/bin/busybox"
 ln -s busybox "$RD/bin/sh"
 cp "$TOP/scripts/guest-init.sh" "$RD/init"
-cp "$TOP/scripts/run-tests.sh" "$RD/run-tests.sh"
+cp "$TOP/scripts/run-tests.sh" "$TOP/scripts/guest-lib.sh" "$RD/"
 for m in virt/lib/irqbypass drivers/crypto/ccp/ccp arch/x86/kvm/kvm \
 	 arch/x86/kvm/kvm-amd arch/x86/kvm/kvm-intel; do
 	f=$KMOD/$m.ko
@@ -95,28 +100,29 @@ modinfo -F version "$RD/modules/ours/kvm.ko" >"$RD/modules/ours/version"
 # KBP_ONLY=<list>: run just that list of our tests (for development).
 cp "${KBP_ONLY:-$LISTS/backport.list}" "$RD/lists/backport.list"
 cp "$BUILD"/selftests/backport/* "$RD/tests/backport/"
-if [ "$MODE" = parity ]; then
+UPSTREAM_LIST=$RD/lists/upstream.list
+if [ -n "${KBP_ONLY:-}" ]; then
+	: >"$UPSTREAM_LIST"
+elif [ "$MODE" = parity ]; then
 	# Every upstream test that built, with the arguments of the default
 	# list where it has some (sized for software emulation).
 	for t in "$BUILD"/selftests/upstream/*; do
-		[ -z "${KBP_ONLY:-}" ] || break
 		n=$(basename "$t")
-		grep -m 1 "^$n\([[:space:]]\|$\)" "$LISTS/$KSERIES/upstream.list" || echo "$n"
-	done >"$RD/lists/parity.list"
-	cp "$BUILD"/selftests/upstream/* "$RD/tests/upstream/"
+		list_entries "$LISTS/$KSERIES/upstream.list" |
+			grep -m 1 "^$n\([[:space:]]\|$\)" || echo "$n"
+	done >"$UPSTREAM_LIST"
 else
-	if [ -n "${KBP_ONLY:-}" ]; then
-		: >"$RD/lists/upstream.list"
-	else
-		cp "$LISTS/$KSERIES/upstream.list" "$RD/lists/upstream.list"
-	fi
-	sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$LISTS/$KSERIES/upstream.list" |
-		awk '{ print $1 }' | while read -r n; do
-		[ -x "$BUILD/selftests/upstream/$n" ] ||
-			die "$n is in $KSERIES/upstream.list but was not built"
-		cp "$BUILD/selftests/upstream/$n" "$RD/tests/upstream/"
-	done
+	list_entries "$LISTS/$KSERIES/upstream.list" >"$UPSTREAM_LIST"
 fi
+while read -r n _; do
+	[ -x "$BUILD/selftests/upstream/$n" ] ||
+		die "$n is in $KSERIES/upstream.list but was not built"
+	cp "$BUILD/selftests/upstream/$n" "$RD/tests/upstream/"
+done <"$UPSTREAM_LIST"
+# Results the guest owes us: per module set, the load check and one per
+# listed test.  Fewer means a list was cut short.
+per_set=$(( 1 + $(list_entries "$RD/lists/backport.list" | wc -l) + $(wc -l <"$UPSTREAM_LIST") ))
+EXPECTED=$([ "$MODE" = parity ] && echo $((2 * per_set)) || echo "$per_set")
 (cd "$RD" && find . | cpio -o -H newc --quiet) >"$BUILD/initramfs.cpio"
 log "initramfs: $(du -m "$BUILD/initramfs.cpio" | cut -f1) MiB"
 phase_end
@@ -150,11 +156,11 @@ qemu_boot() {
 		if [ "$idle" -gt "$limit" ] || [ $(( $(date +%s) - start )) -gt "$timeout" ]; then
 			# Wedged: have the kernel show what every CPU and every
 			# blocked task is doing before the VM goes.
-			printf 'sendkey alt-sysrq-l\n' >&7
+			printf 'sendkey alt-sysrq-l\n' >&7 || true
 			sleep 5
-			printf 'sendkey alt-sysrq-w\n' >&7
+			printf 'sendkey alt-sysrq-w\n' >&7 || true
 			sleep 5
-			kill -9 "$qpid" 2>/dev/null
+			kill -9 "$qpid" 2>/dev/null || true
 			break
 		fi
 	done
@@ -170,7 +176,11 @@ if [ -z "$ACCEL" ]; then
 		log "probing whether /dev/kvm can run the test VM"
 		: >"$BUILD/results.log"
 		qemu_boot kvm "kbp.mode=probe" 60 >/dev/null 2>&1
-		grep -q '^@@done' "$BUILD/results.log" && ACCEL=kvm
+		# Only if the guest got to the end and has VMX or SVM to test.
+		if grep -q '^@@done' "$BUILD/results.log" &&
+			grep -q '^# mode .* vendor kvm-' "$BUILD/results.log"; then
+			ACCEL=kvm
+		fi
 	fi
 fi
 # Multi-threaded TCG was seen to wedge the whole VM (no sysrq answer)
@@ -180,24 +190,26 @@ fi
 
 phase "boot and run tests"
 TIMEOUT=${KBP_TIMEOUT:-$([ "$MODE" = parity ] && echo 5000 || echo 2400)}
+DEADLINE=$(( $(date +%s) + TIMEOUT ))
 RES=$BUILD/results.$MODE
 KLOG=$BUILD/kernel.log
 : >"$RES"
 : >"$KLOG"
+
 echo "TAP version 13"
 # A test that wedges the VM is reported as "hang" and the VM rebooted to
 # go on with the tests after it (at most 8 times).
 boot=0
 finished=
-while [ $boot -lt 8 ]; do
+while [ $boot -lt 8 ] && [ "$(date +%s)" -lt "$DEADLINE" ]; do
 	boot=$((boot + 1))
 	done_items=$(wc -l <"$RES")
 	log "boot $boot: $KREL in QEMU ($ACCEL, 2 vCPUs, -cpu max), $done_items results so far"
 	: >"$BUILD/results.log"
-	qemu_boot "$ACCEL" "kbp.mode=$MODE kbp.skip=$done_items" "$TIMEOUT" &
+	qemu_boot "$ACCEL" "kbp.mode=$MODE kbp.skip=$done_items" \
+		$((DEADLINE - $(date +%s))) &
 	bpid=$!
-	stdbuf -oL tail -n +1 -F --pid=$bpid "$BUILD/results.log" 2>/dev/null |
-		awk -v START="$done_items" -v RESULTS="$RES" -f "$TOP/scripts/tap.awk"
+	stdbuf -oL tail -n +1 -F --pid=$bpid "$BUILD/results.log" 2>/dev/null | tap
 	wait $bpid || true
 	# The kernel log the guest dumped, or the console of a guest that
 	# died before it could.
@@ -212,13 +224,13 @@ while [ $boot -lt 8 ]; do
 	fi
 	hung=$(awk '/^# run /{ r = $3 } /^RESULT /{ r = "" } END { print r }' "$BUILD/results.log")
 	[ -n "$hung" ] || break
-	echo "RESULT ${hung%/*} ${hung##*/} hang 0 the VM stopped responding in this test; rebooted to go on" |
-		awk -v START="$(wc -l <"$RES")" -v RESULTS="$RES" -f "$TOP/scripts/tap.awk"
+	echo "RESULT ${hung%/*} ${hung##*/} hang 0 the VM stopped responding in this test; rebooted to go on" | tap
 done
 phase_end
 
-# What the test lists did not say: whether the guest finished, and
-# whether its kernel log is clean.
+# What the test lists did not say: whether the guest finished and
+# reported on every test, and whether its kernel log is clean.
+GOT=$(wc -l <"$RES")
 {
 	if [ "$STYLE" = pass ]; then
 		echo "RESULT style checkpatch pass 0"
@@ -229,6 +241,11 @@ phase_end
 		echo "RESULT vm finished pass 0"
 	else
 		echo "RESULT vm finished fail 0 the guest did not finish (timeout or crash); console: ${BUILD#"$TOP"/}/console.log"
+	fi
+	if [ "$GOT" -eq "$EXPECTED" ]; then
+		echo "RESULT vm all-results pass 0 $GOT"
+	else
+		echo "RESULT vm all-results fail 0 $GOT results for $EXPECTED tests and load checks"
 	fi
 	# The guest marks in its kernel log which module set is loaded; judge
 	# each part on its own ("vm" is boot, before any set), so that in a
@@ -252,14 +269,13 @@ phase_end
 		if [ -z "$bad" ]; then
 			echo "RESULT $set kernel-log-clean pass 0"
 		else
-			printf '%s\n' "$bad" | sort -u | head -n 40 | sed 's/^/#   /'
+			printf '%s\n' "$bad" | sort -u | sed -n '1,40s/^/#   /p'
 			echo "RESULT $set kernel-log-clean fail 0 $(printf '%s\n' "$bad" | wc -l) report line(s) in the guest kernel log"
 		fi
 	done
-} | awk -v START="$(wc -l <"$RES")" -v RESULTS="$RES" -f "$TOP/scripts/tap.awk"
+} | tap
 
-total=$(wc -l <"$RES")
-echo "1..$total"
+echo "1..$(wc -l <"$RES")"
 
 if [ "$MODE" = parity ]; then
 	"$TOP/scripts/parity-table.sh" "$RES" || PARITY_BAD=1

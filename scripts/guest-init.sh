@@ -19,6 +19,7 @@ mount -t devtmpfs dev /dev
 mount -t tmpfs tmp /tmp
 mount -t debugfs debugfs /sys/kernel/debug
 exec 3>/dev/ttyS1
+. /guest-lib.sh
 
 out() { echo "$*" >&3; }
 
@@ -32,15 +33,8 @@ for arg in $(cat /proc/cmdline); do
 done
 # When an earlier boot of this run wedged in a test, skip what it ran.
 export KBP_SKIP KBP_COUNTER=/tmp/kbp-counter
-out "# mode $mode, kernel $(uname -r), $(nproc) CPUs, resuming after $KBP_SKIP"
-
-if grep -qw svm /proc/cpuinfo; then
-	vendor=kvm-amd
-elif grep -qw vmx /proc/cpuinfo; then
-	vendor=kvm-intel
-else
-	vendor=none
-fi
+vendor=$(kvm_vendor_module)
+out "# mode $mode, kernel $(uname -r), $(nproc) CPUs, vendor $vendor, resuming after $KBP_SKIP"
 
 # The stock modules KVM depends on stay loaded throughout.
 insmod /modules/stock/irqbypass.ko
@@ -70,9 +64,7 @@ load() {
 # result LINE: report a result of our own, counted like a test so that a
 # resumed boot does not report it again.
 result() {
-	n=$(( $(cat "$KBP_COUNTER" 2>/dev/null || echo 0) + 1 ))
-	echo "$n" >"$KBP_COUNTER"
-	[ "$n" -le "$KBP_SKIP" ] || out "RESULT $*"
+	count_item || out "RESULT $*"
 }
 
 unload() {
@@ -94,7 +86,7 @@ parity)
 	for set in stock ours; do
 		if load $set; then
 			run $set/backport /lists/backport.list /tests/backport 180
-			run $set/upstream /lists/parity.list /tests/upstream 180
+			run $set/upstream /lists/upstream.list /tests/upstream 180
 		fi
 		unload
 	done
@@ -104,5 +96,7 @@ esac
 out "@@dmesg"
 dmesg >&3
 out "@@done"
+# The last close of the port waits for its output to drain.
+exec 3>&-
 sync
 poweroff -f

@@ -6,6 +6,7 @@
 
 TOP=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PROJECT=kvm-backport
+. "$TOP/scripts/guest-lib.sh"
 
 log() { printf '%s: %s\n' "$PROJECT" "$*"; }
 die() { printf '%s: error: %s\n' "$PROJECT" "$*" >&2; exit 1; }
@@ -120,7 +121,7 @@ build_pkgs() {
 	[ -n "${KSRC:-}" ] || echo "linux-source-$KSERIES"
 }
 test_pkgs() {
-	echo "qemu-system-x86 busybox-static cpio kmod libc6-dev flex bison bc"
+	echo "qemu-system-x86 busybox-static cpio kmod libc6-dev"
 }
 
 # need_headers: the target's kbuild tree, which must be installed by now.
@@ -140,7 +141,8 @@ is_supported_krel() {
 
 # headers_version: upstream version (e.g. 6.1.192) of the kbuild tree.
 headers_version() {
-	make -s -C "$HDR" kernelversion 2>/dev/null
+	kmake -s -C "$HDR" kernelversion 2>/dev/null ||
+		die "cannot read the kernel version of $HDR"
 }
 
 # backport_version: the version tag our modules carry.
@@ -150,11 +152,10 @@ backport_version() {
 	printf '%s-%s+%s' "$PROJECT" "$d" "$KREL"
 }
 
-# run_kbuild ARGS...: run kbuild for the target without leaking our own
-# make's command line (KERNELRELEASE in particular) into it.
-run_kbuild() {
-	env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u KERNELRELEASE \
-		make -C "$HDR" -j"$(nproc)" "$@"
+# kmake ARGS...: make in a kernel tree without leaking our own make's
+# command line (KERNELRELEASE in particular) into it.
+kmake() {
+	env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u KERNELRELEASE make "$@"
 }
 
 # summarize RESULTS [parity]: print the plain closing line for a results
@@ -188,4 +189,14 @@ build_for_tests() {
 	phase "build selftests"
 	"$TOP/scripts/selftests.sh"
 	phase_end
+}
+
+# tap: run-tests.sh lines on stdin to TAP on stdout, numbered after the
+# results already in $RES, to which they are added.  mawk (Debian's awk)
+# buffers its input unless told not to, and results should show as they
+# come.
+tap() {
+	local awk=(awk)
+	awk -W version 2>&1 | grep -q mawk && awk=(awk -W interactive)
+	"${awk[@]}" -v START="$(wc -l <"$RES")" -v RESULTS="$RES" -f "$TOP/scripts/tap.awk"
 }

@@ -15,26 +15,39 @@ KERNELRELEASE=${KERNELRELEASE:-$(uname -r)}
 	die "modules for $KERNELRELEASE cannot be loaded into the running $(uname -r)"
 resolve_target
 
-if grep -qw vmx /proc/cpuinfo; then
-	vendor=kvm-intel
-elif grep -qw svm /proc/cpuinfo; then
-	vendor=kvm-amd
-else
+vendor=$(kvm_vendor_module)
+[ "$vendor" != none ] ||
 	die "this CPU has neither VMX nor SVM (or it is disabled in the firmware)"
-fi
 vmod=${vendor//-/_}
 
-# References to kvm.ko beyond those of the vendor modules are open
-# /dev/kvm, VM or vCPU file descriptors.
+# /dev/kvm and every VM hold a reference to the vendor module (its
+# kvm_chardev_ops.owner); other references to kvm are its holders'.
 check_idle() {
-	[ -d /sys/module/kvm ] || return 0
-	local refs holders users
-	refs=$(cat /sys/module/kvm/refcnt)
-	holders=$(find /sys/module/kvm/holders -mindepth 1 -maxdepth 1 | wc -l)
-	[ $((refs - holders)) -gt 0 ] || return 0
+	local refs=0 holders users
+	[ ! -d "/sys/module/$vmod" ] || refs=$(cat "/sys/module/$vmod/refcnt")
+	if [ -d /sys/module/kvm ]; then
+		holders=$(find /sys/module/kvm/holders -mindepth 1 -maxdepth 1 | wc -l)
+		refs=$((refs + $(cat /sys/module/kvm/refcnt) - holders))
+	fi
+	[ "$refs" -gt 0 ] || return 0
 	users=$(find /proc/[0-9]*/fd -lname '/dev/kvm' -o -lname 'anon_inode:kvm-*' 2>/dev/null |
 		cut -d/ -f3 | sort -un | tr '\n' ' ')
-	die "kvm is in use ($((refs - holders)) open /dev/kvm, VM or vCPU file(s); processes: ${users:-unknown}); stop the VMs first"
+	die "kvm is in use ($refs open /dev/kvm, VM or vCPU reference(s); processes: ${users:-unknown}); stop the VMs first"
+}
+
+# Under lockdown (Secure Boot) unsigned modules are refused: find out
+# before the stock ones are gone.
+check_lockdown() {
+	local f=/sys/kernel/security/lockdown
+	if [ -r $f ] && ! grep -q '\[none\]' $f &&
+		[ -z "$(modinfo -F sig_id "$BUILD/modules/kvm.ko" 2>/dev/null)" ]; then
+		die "kernel lockdown is on ($(cat $f)) and our modules are unsigned: sign them first (README.md, Secure Boot)"
+	fi
+}
+
+restore_stock() {
+	remove_kvm
+	modprobe "$vmod"
 }
 
 ours_loaded() {
@@ -56,22 +69,23 @@ load)
 		[ -f "$BUILD/modules/$m.ko" ] || die "no $m.ko for $KREL; run make first"
 	done
 	check_idle
+	check_lockdown
 	remove_kvm
 	modprobe irqbypass
 	[ "$vendor" = kvm-amd ] && modprobe ccp
-	insmod "$BUILD/modules/kvm.ko" ${KVM_PARAMS:-}
-	insmod "$BUILD/modules/$vendor.ko" ${VENDOR_PARAMS:-} || {
-		rmmod kvm
-		die "$vendor.ko did not load (see dmesg); the stock modules can be restored with make unload"
-	}
+	# shellcheck disable=SC2086 # parameter lists
+	if ! insmod "$BUILD/modules/kvm.ko" ${KVM_PARAMS:-} ||
+		! insmod "$BUILD/modules/$vendor.ko" ${VENDOR_PARAMS:-}; then
+		restore_stock
+		die "our modules did not load (see dmesg); the stock ones are back"
+	fi
 	ours_loaded || die "the loaded kvm is not ours"
 	log "loaded $(cat /sys/module/kvm/version) ($vendor)"
 	;;
 unload)
 	check_idle
 	ours_loaded || log "our modules are not loaded"
-	remove_kvm
-	modprobe "$vmod"
+	restore_stock
 	log "stock kvm and $vendor restored"
 	;;
 *)

@@ -27,14 +27,19 @@ need_headers
 
 SERIES_DIR=$TOP/patches/$KSERIES
 [ -f "$SERIES_DIR/series" ] || die "no patch series for $KSERIES ($SERIES_DIR/series)"
-mapfile -t PATCHES < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$SERIES_DIR/series")
+mapfile -t PATCHES < <(list_entries "$SERIES_DIR/series")
 
 # Where the pristine source comes from.
 HDR_VER=$(headers_version)
 if [ -n "${KSRC:-}" ]; then
 	[ -e "$KSRC" ] || die "KSRC=$KSRC does not exist"
 	SRC=$(realpath "$KSRC")
-	SRC_ID="ksrc:$SRC:$(stat -c '%s %Y' "$SRC")"
+	# A tree changes inside: key on its newest file, a tarball on itself.
+	if [ -d "$SRC" ]; then
+		SRC_ID="ksrc:$SRC:$(find "$SRC" -type f -printf '%T@\n' | sort -n | tail -n 1)"
+	else
+		SRC_ID="ksrc:$SRC:$(stat -c '%s %Y' "$SRC")"
+	fi
 else
 	SRC_PKG=linux-source-$KSERIES
 	SRC=/usr/src/$SRC_PKG.tar.xz
@@ -54,7 +59,7 @@ inputs_key() {
 			echo "$p"
 			cat "$SERIES_DIR/$p"
 		done
-		(cd "$TOP" && for d in virt arch include tests/kunit; do
+		(cd "$TOP" && for d in virt arch include; do
 			[ ! -d "$d" ] || find "$d" -type f
 		done | LC_ALL=C sort | xargs -r sha256sum)
 	} | sha256sum | cut -d' ' -f1
@@ -95,9 +100,10 @@ if [ -d "$SRC" ]; then
 	if [ "$MODE" = full ]; then
 		cp -a "$SRC/." "$NEW/"
 	else
+		# shellcheck disable=SC2068 # the globs expand here, in $SRC
 		(cd "$SRC" && for g in "${KVM_PATHS[@]}" ${KVM_GLOBS[@]} "${TOUCHED[@]}"; do
-			[ ! -e "$g" ] || echo "$g"
-		done | cpio -pdm --quiet "$NEW")
+			[ ! -e "$g" ] || cp -r --parents "$g" "$NEW/"
+		done)
 	fi
 else
 	top=$(tar -tf "$SRC" 2>/dev/null | head -n 1 | cut -d/ -f1) || true

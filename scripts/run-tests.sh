@@ -12,7 +12,7 @@
 #
 # preceded by "# run <set>/<name> (<timeout>s): <binary> <args>" and
 # followed by the test's output as "# " comment lines (all of it for our
-# own tests, the tail for failures).  POSIX sh: it runs under busybox in
+# own tests, the last 40 lines of a failure; long lines cut).  POSIX sh: it runs under busybox in
 # the test VM and under bash on a real host (make check-host);
 # scripts/tap.awk turns the lines into TAP.
 #
@@ -25,25 +25,18 @@ LIST=$2
 BINDIR=$3
 TIMEOUT=${4:-300}
 LOG=${TMPDIR:-/tmp}/run-tests.$$
+. "$(dirname "$0")/guest-lib.sh"
 
 now() { cut -d. -f1 /proc/uptime; }
 
-# already_ran: count this test; true if an earlier boot ran it.
-already_ran() {
-	[ -n "${KBP_COUNTER:-}" ] || return 1
-	n=$(( $(cat "$KBP_COUNTER" 2>/dev/null || echo 0) + 1 ))
-	echo "$n" >"$KBP_COUNTER"
-	[ "$n" -le "${KBP_SKIP:-0}" ]
-}
-
-sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$LIST" | while read -r name args; do
+list_entries "$LIST" | while read -r name args; do
 	case $name in
 	*:)	name=${name%:}
 		bin=${args%% *}
 		args=${args#"$bin"} ;;
 	*)	bin=$name ;;
 	esac
-	already_ran && continue
+	count_item && continue
 	echo "# run $SET/$name (${TIMEOUT}s): $bin$args"
 	if [ ! -x "$BINDIR/$bin" ]; then
 		echo "RESULT $SET $name fail 0 $bin not built"
@@ -66,8 +59,10 @@ sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$LIST" | while read -r name args; do
 	*)	status=fail; note="exit $rc" ;;
 	esac
 	case "$SET:$status" in
-	*/backport:*|backport:*|*:fail|*:timeout)
-		sed 's/^/#   /' "$LOG" | tail -n 40 ;;
+	*/backport:*|backport:*)
+		cut -c1-300 "$LOG" | sed 's/^/#   /' ;;
+	*:fail|*:timeout)
+		cut -c1-300 "$LOG" | tail -n 40 | sed 's/^/#   /' ;;
 	esac
 	echo "RESULT $SET $name $status $secs ${note:-}"
 done

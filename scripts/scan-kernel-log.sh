@@ -6,11 +6,14 @@
 # task, KVM bug); exit 1 when there are some.
 #
 # Reports are matched where the kernel starts them: right after the
-# "[ time]" prefix, so that boot messages merely mentioning a word (e.g.
-# "RETBleed: WARNING: Spectre v2 mitigation ...") are not taken for one.
+# "[ time]" prefix, or after a lower-case subsystem prefix ("watchdog: BUG:
+# soft lockup", "rcu: INFO: rcu_preempt detected stalls"), so that boot
+# messages merely mentioning a word (e.g. "RETBleed: WARNING: Spectre v2
+# mitigation ...") are not taken for one.
 set -u
 grep -E \
-	-e '(^|\] )(WARNING|BUG|INFO|UBSAN|KASAN|ODEBUG): ' \
+	-e '(^|\] )([a-z_]+: )?(WARNING|BUG|INFO|UBSAN|KASAN|ODEBUG): ' \
+	-e 'hard LOCKUP' \
 	-e '(^|\] )------------\[ cut here \]' \
 	-e 'kernel BUG at ' \
 	-e 'Oops: ' \

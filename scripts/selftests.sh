@@ -16,8 +16,7 @@ SRC=$BUILD/src
 "$TOP/scripts/prepare-tree.sh" full "$SRC"
 
 log "installing uapi headers into the selftest tree"
-env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u KERNELRELEASE \
-	make -s -C "$SRC" headers >"$BUILD/selftests-headers.log" 2>&1 ||
+kmake -s -C "$SRC" headers >"$BUILD/selftests-headers.log" 2>&1 ||
 	die "make headers failed (log: $BUILD/selftests-headers.log)"
 
 KST=$SRC/tools/testing/selftests/kvm
@@ -27,8 +26,7 @@ rsync -rc --delete "$TOP/tools/selftests/" "$KST/backport/"
 log "building KVM selftests (upstream and ours)"
 # -k: some upstream tests do not build as shipped; they are accounted for
 # in tools/selftests/$KSERIES/nobuild.list and checked below.
-env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u KERNELRELEASE \
-	make -k -j"$(nproc)" -C "$KST" -f backport/Makefile \
+kmake -k -j"$(nproc)" -C "$KST" -f backport/Makefile \
 	EXTRA_CFLAGS=-static LDFLAGS=-static >"$BUILD/selftests-build.log" 2>&1 || true
 
 # Every test the Makefile knows of must have been built or be listed as
@@ -36,13 +34,12 @@ env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u KERNELRELEASE \
 OUT=$BUILD/selftests
 rm -rf "$OUT"
 mkdir -p "$OUT/upstream" "$OUT/backport"
-mapfile -t ALL < <(cd "$KST" && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL \
-	make -s -f backport/Makefile -f - print-tests <<'MK'
+mapfile -t ALL < <(cd "$KST" && kmake -s -f backport/Makefile -f - print-tests <<'MK'
 print-tests:
 	@printf '%s\n' $(TEST_GEN_PROGS) $(TEST_GEN_PROGS_EXTENDED)
 MK
 )
-nobuild=$(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' "$TOP/tools/selftests/$KSERIES/nobuild.list" | awk '{ print $1 }')
+nobuild=$(list_entries "$TOP/tools/selftests/$KSERIES/nobuild.list" | awk '{ print $1 }')
 bad=0
 built=0
 for t in "${ALL[@]}"; do
