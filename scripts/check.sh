@@ -106,10 +106,10 @@ if [ -n "${KBP_ONLY:-}" ]; then
 elif [ "$MODE" = parity ]; then
 	# Every upstream test that built, with the arguments of the default
 	# list where it has some (sized for software emulation).
+	defaults=$(list_entries "$LISTS/$KSERIES/upstream.list")
 	for t in "$BUILD"/selftests/upstream/*; do
 		n=$(basename "$t")
-		list_entries "$LISTS/$KSERIES/upstream.list" |
-			grep -m 1 "^$n\([[:space:]]\|$\)" || echo "$n"
+		grep -m 1 "^$n\([[:space:]]\|$\)" <<<"$defaults" || echo "$n"
 	done >"$UPSTREAM_LIST"
 else
 	list_entries "$LISTS/$KSERIES/upstream.list" >"$UPSTREAM_LIST"
