@@ -94,8 +94,8 @@ default_krel() {
 }
 
 # resolve_target: set KREL (kernel release), KSERIES (patch series, e.g.
-# 6.1), HDR (kbuild headers directory) and HDR_PKG; install the headers
-# when allowed.
+# 6.1), HDR (where the kbuild headers go), HDR_PKG and BUILD.  Installs
+# nothing: callers ask need_pkgs for what they need, then need_headers.
 resolve_target() {
 	local running
 	running=$(uname -r)
