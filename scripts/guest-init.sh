@@ -34,6 +34,7 @@ done
 # When an earlier boot of this run wedged in a test, skip what it ran.
 export KBP_SKIP KBP_COUNTER=/tmp/kbp-counter
 vendor=$(kvm_vendor_module)
+vendor_mod=$(echo "$vendor" | tr - _)
 out "# mode $mode, kernel $(uname -r), $(nproc) CPUs, vendor $vendor, resuming after $KBP_SKIP"
 
 # The stock modules KVM depends on stay loaded throughout.
@@ -53,7 +54,7 @@ load() {
 	else
 		want=none
 	fi
-	if [ "$loaded" = "$want" ] && [ -d "/sys/module/$(echo $vendor | tr - _)" ]; then
+	if [ "$loaded" = "$want" ] && [ -d "/sys/module/$vendor_mod" ]; then
 		result "$1 modules-loaded pass 0 kvm $loaded, $vendor"
 	else
 		result "$1 modules-loaded fail 0 kvm version '$loaded', expected '$want' ($vendor)"
@@ -68,7 +69,7 @@ result() {
 }
 
 unload() {
-	rmmod "$(echo $vendor | tr - _)" kvm
+	rmmod "$vendor_mod" kvm
 }
 
 run() {
