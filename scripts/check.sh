@@ -137,10 +137,12 @@ qemu_boot() {
 	: >"$BUILD/console.log"
 	rm -f "$mon.in" "$mon.out"
 	mkfifo "$mon.in" "$mon.out"
+	# slub_nomerge keeps KVM's slab caches apart from others, so that
+	# kmem_cache_destroy() at rmmod reports any object a test leaked.
 	qemu-system-x86_64 \
 		-machine q35 -accel "$accel" -cpu max -smp 2 -m 4G \
 		-kernel "$VMLINUZ" -initrd "$BUILD/initramfs.cpio" \
-		-append "console=ttyS0 panic=-1 oops=panic sysrq_always_enabled $append" \
+		-append "console=ttyS0 panic=-1 oops=panic sysrq_always_enabled slub_nomerge $append" \
 		-display none -monitor "pipe:$mon" -no-reboot \
 		-serial "file:$BUILD/console.log" \
 		-serial "file:$BUILD/results.log" </dev/null &
