@@ -48,15 +48,13 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
-#include <asm/kvm_para.h>
 
 #include "kvm_util.h"
 #include "processor.h"
-#include "apic.h"
+#include "apf_guest.h"
 
 #define TEST_SLOT	1
 #define TEST_GPA	0x40000000ULL
-#define APF_VECTOR	0xec
 #define TRACE_DIR	"/sys/kernel/debug/tracing"
 
 /* guest_code()'s flags */
@@ -67,9 +65,7 @@
 #define STAGE_MASKED	2
 
 /* Guest state; the host reads it through addr_gva2hva() or syncs it. */
-static struct kvm_vcpu_pv_apf_data apf_data __aligned(64);
-static uint32_t ready_token;
-static uint64_t nr_not_present, nr_ready, nr_broadcast, nr_mismatch;
+static uint64_t nr_not_present;
 static uint64_t nr_worked, work_done;
 /*
  * TSC cycles the first pass spent in its accesses to marked pages, and the
@@ -81,14 +77,6 @@ static uint64_t access_tsc, busy_tsc;
 static uint64_t page_value(uint64_t page)
 {
 	return 0x5af0000000000000ULL | page;
-}
-
-static inline uint64_t guest_cr2(void)
-{
-	uint64_t cr2;
-
-	asm volatile("mov %%cr2, %0" : "=r"(cr2));
-	return cr2;
 }
 
 static inline void guest_work(void)
@@ -103,7 +91,7 @@ static inline void guest_work(void)
  */
 static void guest_pf_handler(struct ex_regs *regs)
 {
-	uint32_t token = guest_cr2();
+	uint32_t token = guest_apf_token();
 	uint64_t before = READ_ONCE(work_done), start;
 
 	GUEST_ASSERT_2(apf_data.flags == KVM_PV_REASON_PAGE_NOT_PRESENT,
@@ -123,23 +111,6 @@ static void guest_pf_handler(struct ex_regs *regs)
 		nr_worked++;
 }
 
-static void guest_ready_handler(struct ex_regs *regs)
-{
-	uint32_t token = apf_data.token;
-
-	apf_data.token = 0;
-	if (token == ~0U) {
-		nr_broadcast++;
-	} else {
-		if (READ_ONCE(ready_token))
-			nr_mismatch++;
-		WRITE_ONCE(ready_token, token);
-		nr_ready++;
-	}
-	wrmsr(MSR_KVM_ASYNC_PF_ACK, 1);
-	x2apic_write_reg(APIC_EOI, 0);
-}
-
 static uint64_t guest_read(uint64_t page)
 {
 	return READ_ONCE(*(uint64_t *)(TEST_GPA + page * PAGE_SIZE));
@@ -149,12 +120,8 @@ static void guest_code(uint64_t apf_gpa, uint64_t nr_pages, uint64_t flags)
 {
 	uint64_t i, val, start;
 
-	x2apic_enable();
-	if (flags & G_APF) {
-		wrmsr(MSR_KVM_ASYNC_PF_INT, APF_VECTOR);
-		wrmsr(MSR_KVM_ASYNC_PF_EN, apf_gpa | KVM_ASYNC_PF_ENABLED |
-		      KVM_ASYNC_PF_SEND_ALWAYS | KVM_ASYNC_PF_DELIVERY_AS_INT);
-	}
+	if (flags & G_APF)
+		guest_apf_enable(apf_gpa);
 	/* KVM only goes async while the guest can take an interrupt. */
 	asm volatile("sti");
 	for (i = 0; i < nr_pages; i++) {
@@ -520,7 +487,7 @@ static void guest_counters(struct kvm_vm *vm)
 	sync_global_from_guest(vm, nr_not_present);
 	sync_global_from_guest(vm, nr_ready);
 	sync_global_from_guest(vm, nr_broadcast);
-	sync_global_from_guest(vm, nr_mismatch);
+	sync_global_from_guest(vm, nr_token_mismatch);
 	sync_global_from_guest(vm, nr_worked);
 	sync_global_from_guest(vm, work_done);
 	sync_global_from_guest(vm, access_tsc);
@@ -564,9 +531,9 @@ static int test_async(uint64_t nr_pages, unsigned int delay_ms)
 	TEST_ASSERT(!s.pass2_exits, "%lu exits for cleared pages",
 		    s.pass2_exits);
 	TEST_ASSERT(nr_not_present == nr_pages && nr_ready == nr_pages &&
-		    !nr_mismatch && nr_broadcast == 1,
+		    !nr_token_mismatch && nr_broadcast == 1,
 		    "guest saw %lu not present, %lu ready, %lu out of order, %lu broadcast",
-		    nr_not_present, nr_ready, nr_mismatch, nr_broadcast);
+		    nr_not_present, nr_ready, nr_token_mismatch, nr_broadcast);
 	/* Not every wait: a descheduled vCPU may find "ready" due at once. */
 	TEST_ASSERT(nr_worked * 2 >= nr_pages,
 		    "the guest did other work during only %lu of %lu waits",
@@ -734,7 +701,7 @@ static int test_bad_input(void)
 	run_guest(&u, &r, &s);
 	resolver_stop(&r, thread);
 	guest_counters(u.vm);
-	TEST_ASSERT(nr_ready == nr_not_present && !nr_mismatch,
+	TEST_ASSERT(nr_ready == nr_not_present && !nr_token_mismatch,
 		    "after the bad inputs: %lu not present, %lu ready",
 		    nr_not_present, nr_ready);
 
