@@ -10,7 +10,9 @@
  *   userfault_test sync [pages]
  *	Every first access exits with KVM_EXIT_MEMORY_FAULT, the page's gpa
  *	and KVM_MEMORY_EXIT_FLAG_USERFAULT; the VMM fills the page and clears
- *	the bit.  A second pass over the cleared pages makes no exit.
+ *	the bit.  A second pass over the cleared pages makes no exit.  Dirty
+ *	logging is turned on first with the plain KVM_SET_USER_MEMORY_REGION,
+ *	which must leave the slot a userfault slot.
  *
  *   userfault_test async [pages [delay_ms]]
  *	The guest has paravirtual async #PF and the VM KVM_CAP_ASYNC_PF_USER.
@@ -427,6 +429,7 @@ static int test_sync(uint64_t nr_pages)
 	TEST_REQUIRE(kvm_check_cap(KVM_CAP_USERFAULT) == 1);
 
 	uf_vm_create(&u, nr_pages, 0);
+	vm_mem_region_set_flags(u.vm, TEST_SLOT, KVM_MEM_LOG_DIRTY_PAGES);
 	resolver_start(&r, &thread, &u, 0);
 	run_guest(&u, &r, &s);
 	resolver_stop(&r, thread);
@@ -688,7 +691,6 @@ static int test_bad_input(void)
 	TEST_ASSERT(!set_userfault_region(u.vm, &uf), "new bitmap: %s",
 		    strerror(errno));
 	munmap(moved, PAGE_SIZE);
-	u.vcpu->run->exit_reason = KVM_EXIT_UNKNOWN;
 	EXPECT_ERRNO(_vcpu_run(u.vcpu), EFAULT);
 	TEST_ASSERT(u.vcpu->run->exit_reason != KVM_EXIT_MEMORY_FAULT,
 		    "unreadable bitmap reported as a memory fault exit");
