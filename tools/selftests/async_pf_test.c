@@ -721,9 +721,17 @@ static int test_exit_race(int iterations)
 	TEST_ASSERT(!mm_alive,
 		    "%d dead VMMs' address spaces outlived them", mm_alive);
 	TEST_ASSERT(!unobserved, "%d workers never completed", unobserved);
-	TEST_ASSERT(mem_before < mem_after + 64 * 1024,
-		    "%lu kB of memory not freed after %d VMMs",
-		    mem_before - mem_after, done);
+	/*
+	 * A KASAN kernel (make check-debug, which sets KBP_KASAN) holds freed
+	 * memory in its quarantine, so MemAvailable says nothing there; its
+	 * kmemleak scan judges leaks instead.
+	 */
+	if (getenv("KBP_KASAN"))
+		pr_info("exit race: memory check left to kmemleak (KASAN quarantine)\n");
+	else
+		TEST_ASSERT(mem_before < mem_after + 64 * 1024,
+			    "%lu kB of memory not freed after %d VMMs",
+			    mem_before - mem_after, done);
 	return 0;
 }
 
