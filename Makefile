@@ -4,17 +4,24 @@
 # source with our patch series.  See README.md.
 #
 #   make                 build kvm.ko, kvm-intel.ko, kvm-amd.ko
-#   make check           test them in QEMU on the stock distro kernel
+#   make check           our modules in QEMU on the stock distro kernel,
+#                        then our KUnit suites
+#   make kunit           our KUnit suites on a kernel built from the same source
+#   make check-debug     our selftests on that kernel (KASAN, lockdep, kmemleak)
 #   make check-parity    every upstream selftest, stock modules vs ours
 #   make check-host      the same lists on this machine (needs root, VT)
 #   make load / unload   swap the stock modules for ours and back
 #
 # Variables: KERNELRELEASE=<release> (another installed Debian kernel),
-# KSRC=<tree or tarball> (source instead of linux-source-<series>).
+# KSRC=<tree or tarball> (source instead of linux-source-<series>),
+# KBP_TIERS="modules kunit debug" (tiers of make check; default: modules
+# kunit), NO_KUNIT=1 and
+# NO_DEBUG=1 (make check without that tier).
 
 SHELL := /bin/bash
 
-.PHONY: all modules check check-parity check-host load unload clean help
+.PHONY: all modules check kunit check-debug check-parity check-host load unload \
+	clean help
 
 all: modules
 
@@ -23,6 +30,12 @@ modules:
 
 check:
 	@scripts/check.sh default
+
+kunit:
+	@scripts/kunit.sh run
+
+check-debug:
+	@scripts/check.sh debug
 
 check-parity:
 	@scripts/check.sh parity

@@ -1,38 +1,77 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# check.sh [default|parity]
+# check.sh [default|parity|debug]
 #
-# Boot the target's stock Debian kernel in QEMU with our modules and the
-# KVM selftests in an initramfs, and report TAP.
+# Test our KVM in QEMU and report TAP.  Three tiers (Documentation/
+# testing.rst):
 #
-#   default  our modules: our selftests (tools/selftests/backport.list)
-#            and the upstream regression list
-#            (tools/selftests/<series>/upstream.list)
+#   modules  the target's stock Debian kernel with our modules and the KVM
+#            selftests in an initramfs: our selftests
+#            (tools/selftests/backport.list) and the upstream regression
+#            list (tools/selftests/<series>/upstream.list)
+#   kunit    our KUnit suites (tests/kunit/), on a kernel built from the
+#            same source with our series in tree (scripts/kunit.sh)
+#   debug    that same kernel, which has KASAN, lockdep, work-object
+#            debugging and kmemleak and our KVM built in, running our
+#            selftests
+#
+# Modes:
+#   default  the tiers in KBP_TIERS (default: modules and kunit)
+#   debug    the debug tier only (make check-debug)
 #   parity   every upstream selftest that builds, on the stock modules and
 #            then on ours in the same boot, and a side-by-side table
 #
 # Exits non-zero on any failed test, a guest that does not finish, or a
-# guest kernel log with an oops, BUG, WARN, lockdep report or KVM bug.
+# guest kernel log with an oops, BUG, WARN, lockdep, KASAN, ODEBUG or
+# kmemleak report or KVM bug.
 #
-# Environment: KBP_ACCEL=tcg|kvm (default: kvm when /dev/kvm boots the
-# test VM, else tcg), KBP_TIMEOUT (seconds for the whole VM run),
-# KBP_ONLY=<list file> (only that list of our selftests, no upstream ones).
+# Environment: KBP_TIERS (tiers of the default mode, e.g. "modules kunit";
+# e.g. "modules kunit debug"; NO_KUNIT=1 and NO_DEBUG=1 drop one), KBP_ACCEL=tcg|kvm (default: kvm
+# when /dev/kvm boots the test VM, else tcg), KBP_TIMEOUT (seconds for the
+# whole VM run of a tier), KBP_ONLY=<list file> (only that list of our
+# selftests, no upstream ones).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
+# The tiers of make check.  The debug tier is not among them yet: on the
+# debug kernel async_pf_basic was seen to hang (the vCPU spins in the
+# guest, no worker busy); until that is understood it runs with make
+# check-debug or KBP_TIERS.
+DEFAULT_TIERS="modules kunit"
+
 MODE=${1:-default}
 case $MODE in
-default|parity) ;;
+default)
+	TIERS=" $(echo "${KBP_TIERS:-$DEFAULT_TIERS}" | tr ',' ' ') "
+	[ -z "${NO_KUNIT:-}" ] || TIERS=${TIERS/ kunit / }
+	[ -z "${NO_DEBUG:-}" ] || TIERS=${TIERS/ debug / }
+	for t in $TIERS; do
+		case $t in
+		modules|kunit|debug) ;;
+		*) die "unknown tier '$t' in KBP_TIERS (modules, kunit, debug)" ;;
+		esac
+	done
+	;;
+parity) TIERS=" modules " ;;
+debug) TIERS=" debug " ;;
 *) die "unknown check mode '$MODE'" ;;
 esac
+tier() { [[ $TIERS == *" $1 "* ]]; }
 
 resolve_target
-log "target: $KREL, mode: $MODE"
+log "target: $KREL, mode: $MODE, tiers:$TIERS"
 mkdir -p "$BUILD"
 exec 9>"$BUILD/.check.lock"
 flock -n 9 || die "another make check runs on $BUILD; wait for it to end"
 build_for_tests
+if tier kunit || tier debug; then
+	# shellcheck disable=SC2046 # package lists
+	need_pkgs $(kernel_build_pkgs)
+	phase "build test kernel"
+	"$TOP/scripts/kunit.sh" build
+	phase_end
+fi
 
 phase "style"
 # The target tree's checkpatch judges our patches and new files (run from
@@ -60,80 +99,87 @@ UAPI_OUT=$("$TOP/scripts/check-uapi.sh" --control 2>&1) && UAPI_RC=0 || UAPI_RC=
 printf '%s\n' "$UAPI_OUT"
 phase_end
 
-phase "fetch stock kernel"
-STOCK=$BUILD/stock
-ver=$(pkg_version "$HDR_PKG")
-if [ "$(cat "$STOCK/.version" 2>/dev/null)" != "$ver" ]; then
-	rm -rf "$STOCK"
-	mkdir -p "$STOCK"
-	log "downloading linux-image-$KREL $ver (not installed)"
-	dl() {
-		(cd "$STOCK" && apt-get download -q -o APT::Sandbox::User=root \
-			"linux-image-$KREL=$ver" >/dev/null 2>&1)
-	}
-	if ! dl; then
-		[ "$(id -u)" -eq 0 ] || die "apt-get download linux-image-$KREL=$ver failed; run apt-get update"
-		apt-get update -qq >/dev/null 2>&1
-		dl || die "apt-get download linux-image-$KREL=$ver failed"
+fetch_stock() {
+	phase "fetch stock kernel"
+	STOCK=$BUILD/stock
+	ver=$(pkg_version "$HDR_PKG")
+	if [ "$(cat "$STOCK/.version" 2>/dev/null)" != "$ver" ]; then
+		rm -rf "$STOCK"
+		mkdir -p "$STOCK"
+		log "downloading linux-image-$KREL $ver (not installed)"
+		dl() {
+			(cd "$STOCK" && apt-get download -q -o APT::Sandbox::User=root \
+				"linux-image-$KREL=$ver" >/dev/null 2>&1)
+		}
+		if ! dl; then
+			[ "$(id -u)" -eq 0 ] || die "apt-get download linux-image-$KREL=$ver failed; run apt-get update"
+			apt-get update -qq >/dev/null 2>&1
+			dl || die "apt-get download linux-image-$KREL=$ver failed"
+		fi
+		dpkg-deb -x "$STOCK"/linux-image-*.deb "$STOCK/root"
+		rm -f "$STOCK"/linux-image-*.deb
+		echo "$ver" >"$STOCK/.version"
 	fi
-	dpkg-deb -x "$STOCK"/linux-image-*.deb "$STOCK/root"
-	rm -f "$STOCK"/linux-image-*.deb
-	echo "$ver" >"$STOCK/.version"
-fi
-KMOD=$STOCK/root/lib/modules/$KREL/kernel
-VMLINUZ=$STOCK/root/boot/vmlinuz-$KREL
-phase_end
+	KMOD=$STOCK/root/lib/modules/$KREL/kernel
+	VMLINUZ=$STOCK/root/boot/vmlinuz-$KREL
+	phase_end
+}
 
-phase "initramfs"
-LISTS=$TOP/tools/selftests
-RD=$BUILD/initramfs
-rm -rf "$RD"
-mkdir -p "$RD"/{bin,dev,proc,sys,tmp,modules/stock,modules/ours,tests/upstream,tests/backport,lists}
-cp /bin/busybox "$RD/bin/busybox"
-ln -s busybox "$RD/bin/sh"
-cp "$TOP/scripts/guest-init.sh" "$RD/init"
-cp "$TOP/scripts/run-tests.sh" "$TOP/scripts/guest-lib.sh" "$RD/"
-for m in virt/lib/irqbypass drivers/crypto/ccp/ccp arch/x86/kvm/kvm \
-	 arch/x86/kvm/kvm-amd arch/x86/kvm/kvm-intel; do
-	f=$KMOD/$m.ko
-	[ -f "$f" ] || f=$f.xz
-	case $f in
-	*.xz) xz -dc "$f" >"$RD/modules/stock/$(basename "$m").ko" ;;
-	*) cp "$f" "$RD/modules/stock/" ;;
-	esac
-done
-cp "$BUILD"/modules/*.ko "$RD/modules/ours/"
-modinfo -F version "$RD/modules/ours/kvm.ko" >"$RD/modules/ours/version"
+# make_initramfs MODE: the initramfs of a run, and EXPECTED, the number
+# of results the guest owes us.
+make_initramfs() {
+	local mode=$1
+	phase "initramfs"
+	LISTS=$TOP/tools/selftests
+	RD=$BUILD/initramfs
+	rm -rf "$RD"
+	mkdir -p "$RD"/{bin,dev,proc,sys,tmp,modules/stock,modules/ours,tests/upstream,tests/backport,lists}
+	cp /bin/busybox "$RD/bin/busybox"
+	ln -s busybox "$RD/bin/sh"
+	cp "$TOP/scripts/guest-init.sh" "$RD/init"
+	cp "$TOP/scripts/run-tests.sh" "$TOP/scripts/guest-lib.sh" "$RD/"
+	for m in virt/lib/irqbypass drivers/crypto/ccp/ccp arch/x86/kvm/kvm \
+		 arch/x86/kvm/kvm-amd arch/x86/kvm/kvm-intel; do
+		f=$KMOD/$m.ko
+		[ -f "$f" ] || f=$f.xz
+		case $f in
+		*.xz) xz -dc "$f" >"$RD/modules/stock/$(basename "$m").ko" ;;
+		*) cp "$f" "$RD/modules/stock/" ;;
+		esac
+	done
+	cp "$BUILD"/modules/*.ko "$RD/modules/ours/"
+	modinfo -F version "$RD/modules/ours/kvm.ko" >"$RD/modules/ours/version"
 
-# KBP_ONLY=<list>: run just that list of our tests (for development).
-cp "${KBP_ONLY:-$LISTS/backport.list}" "$RD/lists/backport.list"
-cp "$BUILD"/selftests/backport/* "$RD/tests/backport/"
-UPSTREAM_LIST=$RD/lists/upstream.list
-if [ -n "${KBP_ONLY:-}" ]; then
-	: >"$UPSTREAM_LIST"
-elif [ "$MODE" = parity ]; then
-	# Every upstream test that built, with the arguments of the default
-	# list where it has some (sized for software emulation).
-	defaults=$(list_entries "$LISTS/$KSERIES/upstream.list")
-	for t in "$BUILD"/selftests/upstream/*; do
-		n=$(basename "$t")
-		grep -m 1 "^$n\([[:space:]]\|$\)" <<<"$defaults" || echo "$n"
-	done >"$UPSTREAM_LIST"
-else
-	list_entries "$LISTS/$KSERIES/upstream.list" >"$UPSTREAM_LIST"
-fi
-while read -r n _; do
-	[ -x "$BUILD/selftests/upstream/$n" ] ||
-		die "$n is in $KSERIES/upstream.list but was not built"
-	cp "$BUILD/selftests/upstream/$n" "$RD/tests/upstream/"
-done <"$UPSTREAM_LIST"
-# Results the guest owes us: per module set, the load check and one per
-# listed test.  Fewer means a list was cut short.
-per_set=$(( 1 + $(list_entries "$RD/lists/backport.list" | wc -l) + $(wc -l <"$UPSTREAM_LIST") ))
-EXPECTED=$([ "$MODE" = parity ] && echo $((2 * per_set)) || echo "$per_set")
-(cd "$RD" && find . | cpio -o -H newc --quiet) >"$BUILD/initramfs.cpio"
-log "initramfs: $(du -m "$BUILD/initramfs.cpio" | cut -f1) MiB"
-phase_end
+	# KBP_ONLY=<list>: run just that list of our tests (for development).
+	cp "${KBP_ONLY:-$LISTS/backport.list}" "$RD/lists/backport.list"
+	cp "$BUILD"/selftests/backport/* "$RD/tests/backport/"
+	UPSTREAM_LIST=$RD/lists/upstream.list
+	if [ -n "${KBP_ONLY:-}" ] || [ "$mode" = debug ]; then
+		: >"$UPSTREAM_LIST"
+	elif [ "$mode" = parity ]; then
+		# Every upstream test that built, with the arguments of the default
+		# list where it has some (sized for software emulation).
+		defaults=$(list_entries "$LISTS/$KSERIES/upstream.list")
+		for t in "$BUILD"/selftests/upstream/*; do
+			n=$(basename "$t")
+			grep -m 1 "^$n\([[:space:]]\|$\)" <<<"$defaults" || echo "$n"
+		done >"$UPSTREAM_LIST"
+	else
+		list_entries "$LISTS/$KSERIES/upstream.list" >"$UPSTREAM_LIST"
+	fi
+	while read -r n _; do
+		[ -x "$BUILD/selftests/upstream/$n" ] ||
+			die "$n is in $KSERIES/upstream.list but was not built"
+		cp "$BUILD/selftests/upstream/$n" "$RD/tests/upstream/"
+	done <"$UPSTREAM_LIST"
+	# Results the guest owes us: per module set, the load check and one per
+	# listed test.  Fewer means a list was cut short.
+	per_set=$(( 1 + $(list_entries "$RD/lists/backport.list" | wc -l) + $(wc -l <"$UPSTREAM_LIST") ))
+	EXPECTED=$([ "$mode" = parity ] && echo $((2 * per_set)) || echo "$per_set")
+	(cd "$RD" && find . | cpio -o -H newc --quiet) >"$BUILD/initramfs.cpio"
+	log "initramfs: $(du -m "$BUILD/initramfs.cpio" | cut -f1) MiB"
+	phase_end
+}
 
 # qemu_boot ACCEL APPEND TIMEOUT: one boot of the test VM, its console
 # (kernel log) in console.log and its results (ttyS1) in results.log.  It
@@ -179,68 +225,184 @@ qemu_boot() {
 	rm -f "$mon.in" "$mon.out"
 }
 
-ACCEL=${KBP_ACCEL:-}
-if [ -z "$ACCEL" ]; then
-	ACCEL=tcg
-	if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
-		log "probing whether /dev/kvm can run the test VM"
-		: >"$BUILD/results.log"
-		qemu_boot kvm "kbp.mode=probe" 60 >/dev/null 2>&1
-		# Only if the guest got to the end and has VMX or SVM to test.
-		if grep -q '^@@done' "$BUILD/results.log" &&
-			grep -q '^# mode .* vendor kvm-' "$BUILD/results.log"; then
-			ACCEL=kvm
+# pick_accel: the accelerator of the test VMs (ACCEL), once; it probes
+# with the stock kernel and the initramfs, which must be there.
+pick_accel() {
+	[ -z "${ACCEL_PICKED:-}" ] || return 0
+	ACCEL_PICKED=1
+	ACCEL=${KBP_ACCEL:-}
+	if [ -z "$ACCEL" ]; then
+		ACCEL=tcg
+		if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
+			log "probing whether /dev/kvm can run the test VM"
+			: >"$BUILD/results.log"
+			qemu_boot kvm "kbp.mode=probe" 60 >/dev/null 2>&1
+			# Only if the guest got to the end and has VMX or SVM to test.
+			if grep -q '^@@done' "$BUILD/results.log" &&
+				grep -q '^# mode .* vendor kvm-' "$BUILD/results.log"; then
+				ACCEL=kvm
+			fi
 		fi
 	fi
-fi
-# Multi-threaded TCG was seen to wedge the whole VM (no sysrq answer)
-# when a SCHED_FIFO vCPU thread is killed while its nested guest spins;
-# one host thread for both guest CPUs is slower but dependable.
-[ "$ACCEL" = tcg ] && ACCEL=tcg,thread=single
+	# Multi-threaded TCG was seen to wedge the whole VM (no sysrq answer)
+	# when a SCHED_FIFO vCPU thread is killed while its nested guest spins;
+	# one host thread for both guest CPUs is slower but dependable.
+	[ "$ACCEL" != tcg ] || ACCEL=tcg,thread=single
+}
 
-phase "boot and run tests"
-TIMEOUT=${KBP_TIMEOUT:-$([ "$MODE" = parity ] && echo 5000 || echo 2400)}
-DEADLINE=$(( $(date +%s) + TIMEOUT ))
+# run_vm KERNEL MODE PREFIX TIMEOUT: boot KERNEL with the initramfs as
+# often as it takes to run MODE's tests (see below), then add the closing
+# results of the run, named under PREFIX ("" or e.g. "debug/").
+run_vm() {
+	local kernel=$1 mode=$2 prefix=$3 timeout=$4
+	local deadline base boot finished done_items bpid hung got f part set bad
+
+	deadline=$(( $(date +%s) + timeout ))
+	base=$(wc -l <"$RES")
+	: >"$KLOG"
+	# A test that wedges the VM is reported as "hang" and the VM rebooted
+	# to go on with the tests after it (at most 8 times).
+	boot=0
+	finished=
+	while [ $boot -lt 8 ] && [ "$(date +%s)" -lt "$deadline" ]; do
+		boot=$((boot + 1))
+		done_items=$(( $(wc -l <"$RES") - base ))
+		log "boot $boot: ${kernel#"$TOP"/} in QEMU ($ACCEL, 2 vCPUs, -cpu max), $done_items results so far"
+		: >"$BUILD/results.log"
+		VMLINUZ=$kernel qemu_boot "$ACCEL" "kbp.mode=$mode kbp.skip=$done_items" \
+			$((deadline - $(date +%s))) &
+		bpid=$!
+		stdbuf -oL tail -n +1 -F --pid=$bpid "$BUILD/results.log" 2>/dev/null | tap
+		wait $bpid || true
+		# The kernel log the guest dumped, or the console of a guest that
+		# died before it could.
+		if grep -q '^@@dmesg' "$BUILD/results.log"; then
+			sed -n '/^@@dmesg/,/^@@done/p' "$BUILD/results.log" | tr -d '\r'
+		else
+			cat "$BUILD/console.log"
+		fi >>"$KLOG"
+		if grep -q '^@@done' "$BUILD/results.log"; then
+			finished=1
+			break
+		fi
+		hung=$(awk '/^# run /{ r = $3 } /^RESULT /{ r = "" } END { print r }' "$BUILD/results.log")
+		[ -n "$hung" ] || break
+		echo "RESULT ${hung%/*} ${hung##*/} hang 0 the VM stopped responding in this test; rebooted to go on" | tap
+	done
+
+	# What the test lists did not say: whether the guest finished and
+	# reported on every test, and whether its kernel log is clean.
+	got=$(( $(wc -l <"$RES") - base ))
+	{
+		if [ -n "$finished" ]; then
+			echo "RESULT ${prefix}vm finished pass 0"
+		else
+			echo "RESULT ${prefix}vm finished fail 0 the guest did not finish (timeout or crash); console: ${BUILD#"$TOP"/}/console.log"
+		fi
+		if [ "$got" -eq "$EXPECTED" ]; then
+			echo "RESULT ${prefix}vm all-results pass 0 $got"
+		else
+			echo "RESULT ${prefix}vm all-results fail 0 $got results for $EXPECTED tests and load checks"
+		fi
+		# The guest marks in its kernel log which module set is loaded;
+		# judge each part on its own ("vm" is boot, before any set), so
+		# that in a parity run a report under the stock modules is not
+		# held against ours, and one under ours is a regression.
+		rm -f "$KLOG".part.*
+		awk -v out="$KLOG.part." '
+			/kvm-backport: testing [a-z]+ modules/ {
+				for (i = 1; i <= NF; i++)
+					if ($i == "testing")
+						part = $(i + 1)
+			}
+			/Linux version/ { part = "" }
+			{ print > (out (part == "" ? "vm" : part)) }
+		' "$KLOG"
+		for f in "$KLOG".part.*; do
+			part=${f##*.part.}
+			set=$prefix$part
+			[ "$part" = vm ] || set=$prefix$part/vm
+			bad=$("$TOP/scripts/scan-kernel-log.sh" <"$f" || true)
+			if [ -z "$bad" ]; then
+				echo "RESULT $set kernel-log-clean pass 0"
+			else
+				printf '%s\n' "$bad" | sort -u | sed -n '1,40s/^/#   /p'
+				echo "RESULT $set kernel-log-clean fail 0 $(printf '%s\n' "$bad" | wc -l) report line(s) in the guest kernel log"
+			fi
+		done
+	} | tap
+}
+
+# kunit_results JSON STATUS: kunit.py's results as result lines, one per
+# test case, and one for the run (its exit STATUS, and that it ran any
+# test at all).
+kunit_results() {
+	python3 - "$1" "$2" <<'PY'
+import json, sys
+
+status = {"PASS": "pass", "SKIP": "skip"}
+cases = 0
+
+def walk(group, suite):
+    global cases
+    for case in group.get("test_cases", []):
+        cases += 1
+        print("RESULT kunit/%s %s %s 0" % (suite, case["name"],
+              status.get(case["status"], "fail")))
+    for sub in group.get("sub_groups", []):
+        walk(sub, sub["name"])
+
+try:
+    with open(sys.argv[1]) as f:
+        walk(json.load(f), "top")
+except (OSError, ValueError) as e:
+    print("# no KUnit results: %s" % e)
+rc = int(sys.argv[2])
+if rc == 0 and cases:
+    print("RESULT kunit run pass 0 %d test cases" % cases)
+else:
+    print("RESULT kunit run fail 0 kunit.py exit status %d, %d test cases"
+          % (rc, cases))
+PY
+}
+
 RES=$BUILD/results.$MODE
 KLOG=$BUILD/kernel.log
 : >"$RES"
-: >"$KLOG"
-
 echo "TAP version 13"
-# A test that wedges the VM is reported as "hang" and the VM rebooted to
-# go on with the tests after it (at most 8 times).
-boot=0
-finished=
-while [ $boot -lt 8 ] && [ "$(date +%s)" -lt "$DEADLINE" ]; do
-	boot=$((boot + 1))
-	done_items=$(wc -l <"$RES")
-	log "boot $boot: $KREL in QEMU ($ACCEL, 2 vCPUs, -cpu max), $done_items results so far"
-	: >"$BUILD/results.log"
-	qemu_boot "$ACCEL" "kbp.mode=$MODE kbp.skip=$done_items" \
-		$((DEADLINE - $(date +%s))) &
-	bpid=$!
-	stdbuf -oL tail -n +1 -F --pid=$bpid "$BUILD/results.log" 2>/dev/null | tap
-	wait $bpid || true
-	# The kernel log the guest dumped, or the console of a guest that
-	# died before it could.
-	if grep -q '^@@dmesg' "$BUILD/results.log"; then
-		sed -n '/^@@dmesg/,/^@@done/p' "$BUILD/results.log" | tr -d '\r'
-	else
-		cat "$BUILD/console.log"
-	fi >>"$KLOG"
-	if grep -q '^@@done' "$BUILD/results.log"; then
-		finished=1
-		break
-	fi
-	hung=$(awk '/^# run /{ r = $3 } /^RESULT /{ r = "" } END { print r }' "$BUILD/results.log")
-	[ -n "$hung" ] || break
-	echo "RESULT ${hung%/*} ${hung##*/} hang 0 the VM stopped responding in this test; rebooted to go on" | tap
-done
-phase_end
 
-# What the test lists did not say: whether the guest finished and
-# reported on every test, and whether its kernel log is clean.
-GOT=$(wc -l <"$RES")
+if tier modules; then
+	fetch_stock
+	make_initramfs "$MODE"
+	pick_accel
+	phase "boot and run tests"
+	run_vm "$VMLINUZ" "$MODE" "" \
+		"${KBP_TIMEOUT:-$([ "$MODE" = parity ] && echo 5000 || echo 2400)}"
+	phase_end
+fi
+
+if tier kunit; then
+	phase "kunit"
+	krc=0
+	"$TOP/scripts/kunit.sh" exec "$BUILD/kunit.json" >"$BUILD/kunit.log" 2>&1 || krc=$?
+	# kunit.py's own report, as TAP comments.
+	sed 's/^/# /' "$BUILD/kunit.log"
+	kunit_results "$BUILD/kunit.json" "$krc" | tap
+	phase_end
+fi
+
+if tier debug; then
+	# The kernel of the KUnit tier, whose suites run once more at boot,
+	# under the same checks.
+	[ -n "${KMOD:-}" ] || fetch_stock
+	make_initramfs debug
+	pick_accel
+	phase "debug kernel tests"
+	KLOG=$BUILD/kernel-debug.log
+	run_vm "$BUILD/kunit-obj/$TEST_KERNEL" debug debug/ "${KBP_TIMEOUT:-2400}"
+	phase_end
+fi
+
 {
 	if [ "$STYLE" = pass ]; then
 		echo "RESULT style checkpatch pass 0"
@@ -253,42 +415,6 @@ GOT=$(wc -l <"$RES")
 	3) echo "RESULT uapi numbers fail 0 the check missed a planted collision" ;;
 	*) echo "RESULT uapi numbers fail 0 the reference headers could not be had" ;;
 	esac
-	if [ -n "$finished" ]; then
-		echo "RESULT vm finished pass 0"
-	else
-		echo "RESULT vm finished fail 0 the guest did not finish (timeout or crash); console: ${BUILD#"$TOP"/}/console.log"
-	fi
-	if [ "$GOT" -eq "$EXPECTED" ]; then
-		echo "RESULT vm all-results pass 0 $GOT"
-	else
-		echo "RESULT vm all-results fail 0 $GOT results for $EXPECTED tests and load checks"
-	fi
-	# The guest marks in its kernel log which module set is loaded; judge
-	# each part on its own ("vm" is boot, before any set), so that in a
-	# parity run a report under the stock modules is not held against
-	# ours, and one under ours is a regression.
-	rm -f "$KLOG".part.*
-	awk -v out="$KLOG.part." '
-		/kvm-backport: testing [a-z]+ modules/ {
-			for (i = 1; i <= NF; i++)
-				if ($i == "testing")
-					part = $(i + 1)
-		}
-		/Linux version/ { part = "" }
-		{ print > (out (part == "" ? "vm" : part)) }
-	' "$KLOG"
-	for f in "$KLOG".part.*; do
-		part=${f##*.part.}
-		set=$part
-		[ "$part" = vm ] || set=$part/vm
-		bad=$("$TOP/scripts/scan-kernel-log.sh" <"$f" || true)
-		if [ -z "$bad" ]; then
-			echo "RESULT $set kernel-log-clean pass 0"
-		else
-			printf '%s\n' "$bad" | sort -u | sed -n '1,40s/^/#   /p'
-			echo "RESULT $set kernel-log-clean fail 0 $(printf '%s\n' "$bad" | wc -l) report line(s) in the guest kernel log"
-		fi
-	done
 } | tap
 
 echo "1..$(wc -l <"$RES")"

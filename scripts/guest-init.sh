@@ -10,6 +10,8 @@
 #                     lists/backport.list
 #   kbp.mode=parity   run lists/parity.list on the stock modules, then on
 #                     ours, in the same boot
+#   kbp.mode=debug    our debug kernel (make check-debug), KVM built in:
+#                     run lists/backport.list, then a kmemleak scan
 # The last lines on ttyS1 are the kernel log and "@@done".
 export PATH=/bin:/sbin
 /bin/busybox --install -s /bin
@@ -37,9 +39,12 @@ vendor=$(kvm_vendor_module)
 vendor_mod=$(echo "$vendor" | tr - _)
 out "# mode $mode, kernel $(uname -r), $(nproc) CPUs, vendor $vendor, resuming after $KBP_SKIP"
 
-# The stock modules KVM depends on stay loaded throughout.
-insmod /modules/stock/irqbypass.ko
-[ "$vendor" = kvm-amd ] && insmod /modules/stock/ccp.ko
+# The stock modules KVM depends on stay loaded throughout (the debug
+# kernel has everything built in).
+if [ "$mode" != debug ]; then
+	insmod /modules/stock/irqbypass.ko
+	[ "$vendor" = kvm-amd ] && insmod /modules/stock/ccp.ko
+fi
 
 # load SET: load kvm and the vendor module of SET (stock or ours) and
 # check that what got loaded is that set.
@@ -94,12 +99,56 @@ parity)
 		unload
 	done
 	;;
+debug)
+	# KVM is built into this kernel, with our series: check that it is
+	# there and initialised, instead of loading modules.
+	echo "kvm-backport: testing builtin modules" >/dev/kmsg
+	if [ -c /dev/kvm ] && [ -d "/sys/module/$vendor_mod" ] &&
+	   [ ! -e /sys/module/kvm/initstate ]; then
+		result "debug kvm-built-in pass 0 $vendor, $(uname -r)"
+		# Tests that measure freed memory cannot on KASAN's quarantine.
+		export KBP_KASAN=1
+		run debug/backport /lists/backport.list /tests/backport 900
+	else
+		result "debug kvm-built-in fail 0 no built-in KVM with $vendor (/dev/kvm, /sys/module/$vendor_mod)"
+	fi
+	;;
 esac
 
 out "@@dmesg"
 dmesg >&3
+# kmemleak reports only what a scan found: scan now (twice, as an object
+# must look unreferenced for a while) and add its reports to the log.
+# Objects allocated before the first task existed (pid 0, start_kernel)
+# are left out: kmemleak takes ACPI's early caches for leaks, whose only
+# references are in memory it does not scan.  The KUnit suites, which run
+# at boot, and everything after run as other tasks and are reported.
+if [ -w /sys/kernel/debug/kmemleak ]; then
+	echo scan >/sys/kernel/debug/kmemleak
+	sleep 6
+	echo scan >/sys/kernel/debug/kmemleak
+	awk '
+		/^unreferenced object / { obj = $0; pid = ""; next }
+		obj != "" && pid == "" && /^  comm / {
+			pid = $0
+			sub(/.*, pid /, "", pid)
+			sub(/,.*/, "", pid)
+			if (pid == 0)
+				early++
+			else
+				print obj
+		}
+		pid != "" && pid != 0 { print }
+		END { printf "kvm-backport: kmemleak: %d early boot (pid 0) objects left out\n", early }
+	' /sys/kernel/debug/kmemleak >&3
+fi
 out "@@done"
 # The last close of the port waits for its output to drain.
 exec 3>&-
 sync
+# Our debug kernel has no ACPI power-off; QEMU runs with -no-reboot, so a
+# reboot ends the VM just as well.
+if [ "$mode" = debug ]; then
+	reboot -f
+fi
 poweroff -f

@@ -123,6 +123,12 @@ build_pkgs() {
 test_pkgs() {
 	echo "qemu-system-x86 busybox-static cpio kmod libc6-dev"
 }
+# ...and to build our own test kernel (scripts/kunit.sh) with kunit.py.
+kernel_build_pkgs() {
+	echo "python3 flex bison bc libelf-dev libssl-dev"
+}
+# The self-built KUnit and debug kernel, in build/<release>/kunit-obj.
+TEST_KERNEL=arch/x86/boot/bzImage
 
 # need_headers: the target's kbuild tree, which must be installed by now.
 need_headers() {

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# kunit.sh build|exec [JSON]|run
+#
+# Our self-built test kernel: the target's source tree with our series
+# applied and our files added (build/<release>/kunit-src, a clean copy:
+# kunit.py refuses a tree that was built in or had "make headers"), built
+# by tools/testing/kunit/kunit.py with tests/kunit/.kunitconfig into
+# build/<release>/kunit-obj.  The same kernel is the debug kernel of make
+# check-debug (KASAN, lockdep, work-object debugging, kmemleak).
+#
+#   build  build the kernel, unless its inputs (source version, series
+#          and patches, our files, the kunitconfig, this script) are those
+#          of the last build
+#   exec   run the suites of the last build (JSON: kunit.py's results
+#          as JSON into that file, as well as its output)
+#   run    build, then run the KUnit suites in QEMU (-cpu max, so the
+#          built-in kvm-amd initialises on SVM with NPT); the output is
+#          kunit.py's and the exit status non-zero on any failure
+#
+# Environment: KBP_KUNIT_ARGS (more kunit.py exec arguments, e.g. a
+# filter glob "kvm_async_pf.*").
+set -euo pipefail
+. "$(dirname "$0")/lib.sh"
+
+ACTION=${1:-run}
+resolve_target
+# shellcheck disable=SC2046 # package lists
+need_pkgs $(build_pkgs) $(kernel_build_pkgs) qemu-system-x86
+need_headers
+
+KSRC_TREE=$BUILD/kunit-src
+OBJ=$BUILD/kunit-obj
+KUNITCONFIG=$TOP/tests/kunit
+mkdir -p "$BUILD"
+
+kunit_py() {
+	(cd "$KSRC_TREE" && python3 tools/testing/kunit/kunit.py "$@" \
+		--arch=x86_64 --kunitconfig="$KUNITCONFIG" --build_dir="$OBJ")
+}
+
+build() {
+	local key
+	"$TOP/scripts/prepare-tree.sh" full "$KSRC_TREE"
+	key=$(cat "$KSRC_TREE.stamp" "$KUNITCONFIG/.kunitconfig" "$0" | sha256sum | cut -d' ' -f1)
+	if [ -f "$OBJ.stamp" ] && [ "$(cat "$OBJ.stamp")" = "$key" ] &&
+	   [ -f "$OBJ/$TEST_KERNEL" ]; then
+		log "test kernel ${OBJ#"$TOP"/}/$TEST_KERNEL is up to date"
+		return 0
+	fi
+	rm -f "$OBJ.stamp"
+	log "building the KUnit and debug kernel in ${OBJ#"$TOP"/} (log: ${BUILD#"$TOP"/}/kunit-build.log)"
+	if ! nice -n 10 bash -c "$(declare -f kunit_py); KSRC_TREE='$KSRC_TREE' \
+		KUNITCONFIG='$KUNITCONFIG' OBJ='$OBJ' kunit_py build --jobs=$(nproc)" \
+		>"$BUILD/kunit-build.log" 2>&1; then
+		tail -n 40 "$BUILD/kunit-build.log" >&2
+		die "the KUnit kernel did not build (log: $BUILD/kunit-build.log)"
+	fi
+	echo "$key" >"$OBJ.stamp"
+}
+
+# exec [JSON]: run the suites of the kernel built last; with JSON, also
+# store kunit.py's results there.
+exec_suites() {
+	local json=()
+	[ -z "${1:-}" ] || json=(--json="$1")
+	[ -f "$OBJ/$TEST_KERNEL" ] || die "no test kernel in $OBJ; run $0 build"
+	# shellcheck disable=SC2086 # extra arguments are split on purpose
+	kunit_py exec --timeout=600 --qemu_args='-cpu max -smp 2' \
+		"${json[@]}" ${KBP_KUNIT_ARGS:-}
+}
+
+case $ACTION in
+build)
+	build
+	;;
+exec)
+	exec_suites "${2:-}"
+	;;
+run)
+	phase "build test kernel"
+	build
+	phase_end
+	phase "kunit"
+	rc=0
+	exec_suites || rc=$?
+	phase_end
+	phase_summary
+	exit $rc
+	;;
+*)
+	die "unknown action '$ACTION'"
+	;;
+esac
