@@ -7,6 +7,7 @@
 #   make check           test them in QEMU on the stock distro kernel
 #   make check-parity    every upstream selftest, stock modules vs ours
 #   make check-host      the same lists on this machine (needs root, VT)
+#   make bench           benchmarks (tools/selftests/bench.list), stock vs ours
 #   make load / unload   swap the stock modules for ours and back
 #
 # Variables: KERNELRELEASE=<release> (another installed Debian kernel),
@@ -14,7 +15,7 @@
 
 SHELL := /bin/bash
 
-.PHONY: all modules check check-parity check-host load unload clean help
+.PHONY: all modules check check-parity check-host bench load unload clean help
 
 all: modules
 
@@ -29,6 +30,9 @@ check-parity:
 
 check-host:
 	@scripts/check-host.sh
+
+bench:
+	@scripts/check.sh bench
 
 load:
 	@scripts/load.sh load

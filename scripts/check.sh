@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# check.sh [default|parity]
+# check.sh [default|parity|bench]
 #
 # Boot the target's stock Debian kernel in QEMU with our modules and the
 # KVM selftests in an initramfs, and report TAP.
@@ -11,6 +11,11 @@
 #            (tools/selftests/<series>/upstream.list)
 #   parity   every upstream selftest that builds, on the stock modules and
 #            then on ours in the same boot, and a side-by-side table
+#   bench    the benchmarks of tools/selftests/bench.list (our selftest
+#            binaries with benchmark arguments), on the stock modules and
+#            then on ours in the same boot; their "BENCH ..." lines are
+#            printed at the end.  Figures, not pass/fail: a benchmark fails
+#            only if it cannot run.
 #
 # Exits non-zero on any failed test, a guest that does not finish, or a
 # guest kernel log with an oops, BUG, WARN, lockdep report or KVM bug.
@@ -23,7 +28,7 @@ set -euo pipefail
 
 MODE=${1:-default}
 case $MODE in
-default|parity) ;;
+default|parity|bench) ;;
 *) die "unknown check mode '$MODE'" ;;
 esac
 
@@ -98,10 +103,14 @@ cp "$BUILD"/modules/*.ko "$RD/modules/ours/"
 modinfo -F version "$RD/modules/ours/kvm.ko" >"$RD/modules/ours/version"
 
 # KBP_ONLY=<list>: run just that list of our tests (for development).
-cp "${KBP_ONLY:-$LISTS/backport.list}" "$RD/lists/backport.list"
+if [ "$MODE" = bench ]; then
+	cp "$LISTS/bench.list" "$RD/lists/backport.list"
+else
+	cp "${KBP_ONLY:-$LISTS/backport.list}" "$RD/lists/backport.list"
+fi
 cp "$BUILD"/selftests/backport/* "$RD/tests/backport/"
 UPSTREAM_LIST=$RD/lists/upstream.list
-if [ -n "${KBP_ONLY:-}" ]; then
+if [ -n "${KBP_ONLY:-}" ] || [ "$MODE" = bench ]; then
 	: >"$UPSTREAM_LIST"
 elif [ "$MODE" = parity ]; then
 	# Every upstream test that built, with the arguments of the default
@@ -122,7 +131,7 @@ done <"$UPSTREAM_LIST"
 # Results the guest owes us: per module set, the load check and one per
 # listed test.  Fewer means a list was cut short.
 per_set=$(( 1 + $(list_entries "$RD/lists/backport.list" | wc -l) + $(wc -l <"$UPSTREAM_LIST") ))
-EXPECTED=$([ "$MODE" = parity ] && echo $((2 * per_set)) || echo "$per_set")
+EXPECTED=$([ "$MODE" = default ] && echo "$per_set" || echo $((2 * per_set)))
 (cd "$RD" && find . | cpio -o -H newc --quiet) >"$BUILD/initramfs.cpio"
 log "initramfs: $(du -m "$BUILD/initramfs.cpio" | cut -f1) MiB"
 phase_end
@@ -186,7 +195,11 @@ fi
 # Multi-threaded TCG was seen to wedge the whole VM (no sysrq answer)
 # when a SCHED_FIFO vCPU thread is killed while its nested guest spins;
 # one host thread for both guest CPUs is slower but dependable.
-[ "$ACCEL" = tcg ] && ACCEL=tcg,thread=single
+# Benchmarks need the guest's two CPUs to really run in parallel, and do
+# not kill real-time vCPU threads.
+if [ "$ACCEL" = tcg ]; then
+	[ "$MODE" = bench ] && ACCEL=tcg,thread=multi || ACCEL=tcg,thread=single
+fi
 
 phase "boot and run tests"
 TIMEOUT=${KBP_TIMEOUT:-$([ "$MODE" = parity ] && echo 5000 || echo 2400)}
@@ -279,6 +292,10 @@ echo "1..$(wc -l <"$RES")"
 
 if [ "$MODE" = parity ]; then
 	"$TOP/scripts/parity-table.sh" "$RES" || PARITY_BAD=1
+fi
+if [ "$MODE" = bench ]; then
+	echo "# benchmark figures (stock modules, then ours):"
+	sed -n 's/^#   BENCH /# BENCH /p' "$BUILD/results.log"
 fi
 
 phase_summary
