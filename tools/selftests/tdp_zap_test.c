@@ -245,9 +245,12 @@ static void test_vm_create(struct test_vm *t, int nr_runners,
 	memset(t, 0, sizeof(*t));
 	t->nr_runners = nr_runners;
 	t->victim_pages = victim_pages;
-	/* Guest page tables for the victim's two mappings. */
+	/*
+	 * Guest page tables for the victim's two mappings; the library puts
+	 * them above its first 1.5 MiB of slot 0.
+	 */
 	t->vm = __vm_create_with_vcpus(VM_MODE_DEFAULT, nr_runners + 1,
-				       victim_pages / 256 + 64, guest_code,
+				       victim_pages / 256 + 512, guest_code,
 				       t->vcpus);
 	vm_userspace_mem_region_add(t->vm, VM_MEM_SRC_ANONYMOUS, DATA_GPA,
 				    DATA_SLOT, DATA_PAGES,
