@@ -57,6 +57,14 @@ log "checkpatch --strict: ${#PATCH_FILES[@]} patches, ${#NEW_FILES[@]} new files
 [ "$STYLE" = pass ] || printf '%s\n' "$STYLE_OUT" | sed -n 1,60p
 phase_end
 
+phase "uapi numbers"
+# Our additions to <linux/kvm.h> against the pristine header, Debian's
+# 6.12 and the newest upstream Debian has; and a planted collision that
+# the check must refuse.
+UAPI_OUT=$("$TOP/scripts/check-uapi.sh" --control 2>&1) && UAPI_RC=0 || UAPI_RC=$?
+printf '%s\n' "$UAPI_OUT"
+phase_end
+
 phase "fetch stock kernel"
 STOCK=$BUILD/stock
 ver=$(pkg_version "$HDR_PKG")
@@ -146,10 +154,12 @@ qemu_boot() {
 	: >"$BUILD/console.log"
 	rm -f "$mon.in" "$mon.out"
 	mkfifo "$mon.in" "$mon.out"
+	# slub_nomerge keeps KVM's slab caches apart from others, so that
+	# kmem_cache_destroy() at rmmod reports any object a test leaked.
 	qemu-system-x86_64 \
 		-machine q35 -accel "$accel" -cpu max -smp 2 -m 4G \
 		-kernel "$VMLINUZ" -initrd "$BUILD/initramfs.cpio" \
-		-append "console=ttyS0 panic=-1 oops=panic sysrq_always_enabled $append" \
+		-append "console=ttyS0 panic=-1 oops=panic sysrq_always_enabled slub_nomerge $append" \
 		-display none -monitor "pipe:$mon" -no-reboot \
 		-serial "file:$BUILD/console.log" \
 		-serial "file:$BUILD/results.log" </dev/null &
@@ -250,6 +260,12 @@ GOT=$(wc -l <"$RES")
 	else
 		echo "RESULT style checkpatch fail 0 checkpatch --strict found problems (printed above)"
 	fi
+	case $UAPI_RC in
+	0) echo "RESULT uapi numbers pass 0" ;;
+	1) echo "RESULT uapi numbers fail 0 our uapi numbers collide (table above)" ;;
+	3) echo "RESULT uapi numbers fail 0 the check missed a planted collision" ;;
+	*) echo "RESULT uapi numbers fail 0 the reference headers could not be had" ;;
+	esac
 	if [ -n "$finished" ]; then
 		echo "RESULT vm finished pass 0"
 	else

@@ -81,6 +81,8 @@ default)
 	if load ours; then
 		run ours/backport /lists/backport.list /tests/backport
 		run ours/upstream /lists/upstream.list /tests/upstream
+		# kmem_cache_destroy() reports objects our tests leaked.
+		unload
 	fi
 	;;
 bench)

@@ -52,16 +52,14 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
-#include <asm/kvm_para.h>
 
 #include "kvm_util.h"
 #include "processor.h"
-#include "apic.h"
+#include "apf_guest.h"
 #include "test_util.h"
 
 #define TEST_SLOT	1
 #define TEST_GPA	0x40000000ULL
-#define APF_VECTOR	0xec
 #define STAGE_QUEUED	1
 
 #define VMM_PAGES	4
@@ -70,28 +68,17 @@
 
 #define TRACE_DIR	"/sys/kernel/debug/tracing"
 
-/* Guest state; the host reads it back with sync_global_from_guest(). */
-static struct kvm_vcpu_pv_apf_data apf_data __aligned(64);
 /*
  * Guest counters, read back by the host.  The handlers update them behind
  * the guest's main flow, which therefore reads them with READ_ONCE().
  */
-static uint32_t ready_token;
-static uint64_t nr_not_present, nr_ready, nr_broadcast, nr_token_mismatch;
+static uint64_t nr_not_present;
 static uint64_t nr_sync, nr_worked, min_work, total_work;
 static bool sync_on_queue;
 
 static uint64_t page_value(uint64_t page)
 {
 	return 0xa5f0000000000000ULL | page;
-}
-
-static inline uint64_t guest_cr2(void)
-{
-	uint64_t cr2;
-
-	asm volatile("mov %%cr2, %0" : "=r"(cr2));
-	return cr2;
 }
 
 /*
@@ -101,7 +88,7 @@ static inline uint64_t guest_cr2(void)
  */
 static void guest_pf_handler(struct ex_regs *regs)
 {
-	uint32_t token = guest_cr2();
+	uint32_t token = guest_apf_token();
 	uint64_t work = 0;
 
 	GUEST_ASSERT_2(apf_data.flags == KVM_PV_REASON_PAGE_NOT_PRESENT,
@@ -127,33 +114,12 @@ static void guest_pf_handler(struct ex_regs *regs)
 		min_work = work;
 }
 
-static void guest_ready_handler(struct ex_regs *regs)
-{
-	uint32_t token = apf_data.token;
-
-	apf_data.token = 0;
-	if (token == ~0U) {
-		/* Sent once when async #PF is enabled: "wake everything". */
-		nr_broadcast++;
-	} else {
-		if (READ_ONCE(ready_token))
-			nr_token_mismatch++;
-		WRITE_ONCE(ready_token, token);
-		nr_ready++;
-	}
-	wrmsr(MSR_KVM_ASYNC_PF_ACK, 1);
-	x2apic_write_reg(APIC_EOI, 0);
-}
-
 static void guest_code(uint64_t apf_gpa, uint64_t nr_pages)
 {
 	uint64_t i, before, val;
 
 	min_work = ~0ULL;
-	x2apic_enable();
-	wrmsr(MSR_KVM_ASYNC_PF_INT, APF_VECTOR);
-	wrmsr(MSR_KVM_ASYNC_PF_EN, apf_gpa | KVM_ASYNC_PF_ENABLED |
-	      KVM_ASYNC_PF_SEND_ALWAYS | KVM_ASYNC_PF_DELIVERY_AS_INT);
+	guest_apf_enable(apf_gpa);
 
 	/* KVM only goes async while the guest can take an interrupt. */
 	asm volatile("sti");
