@@ -40,11 +40,13 @@
 #define DATA_GPA	0x40000000ULL
 #define DATA_PAGES	128
 #define VICTIM_SLOT	2
-#define VICTIM_GPA	0x80000000ULL
-#define MOVED_GPA	0xc0000000ULL
+/* Room for a victim of up to 4 GiB at either place (bench). */
+#define VICTIM_GPA	0x100000000ULL
+#define MOVED_GPA	0x200000000ULL
 #define MAX_RUNNERS	4
 #define WORDS_PER_PAGE	(PAGE_SIZE / sizeof(uint64_t))
 #define MMIO_PROBES	4
+#define BENCH_ROUNDS	3
 
 enum { PROBE_FILL = 1, PROBE_CHECK, PROBE_MMIO };
 
@@ -495,70 +497,90 @@ static int test_confine(int iters)
 	return 0;
 }
 
-static void bench_one(const char *label, uint64_t mib)
+/* Populate the victim slot, saying how far it got every 10 s. */
+static void bench_populate(struct test_vm *t, const char *label, int round)
 {
-	uint64_t pages = mib << 20 >> PAGE_SHIFT, p0, p1, b0, b1, done;
-	uint64_t step = 16 << 20 >> PAGE_SHIFT;
-	unsigned long zaps[CPU_SETSIZE];
-	double t0, t1, tp, base_ms, del_ms;
-	unsigned long outside = 0, inside = 0;
-	int workers;
-	cpu_set_t mask;
-	struct test_vm t;
-	int cpu;
+	uint64_t step = 16 << 20 >> PAGE_SHIFT, done;
+	double t0 = now_ms(), tp = t0;
 
-	test_vm_create(&t, 1, pages);
-	/*
-	 * Populate in 16 MiB steps and say how far it got every 10 s: under
-	 * software emulation this takes minutes, and the harness takes a
-	 * silent test for a wedged VM.
-	 */
-	t0 = now_ms();
-	tp = t0;
-	for (done = 0; done < pages; done += step) {
-		__run_probe(&t, PROBE_FILL, VICTIM_GPA + done * PAGE_SIZE, 1,
-			    min(step, pages - done));
+	for (done = 0; done < t->victim_pages; done += step) {
+		__run_probe(t, PROBE_FILL, VICTIM_GPA + done * PAGE_SIZE, 1,
+			    min(step, t->victim_pages - done));
 		if (now_ms() - tp >= 10000) {
 			tp = now_ms();
-			pr_info("%s: populating, %lu of %lu MiB after %.0f s\n",
-				label, (done + step) >> (20 - PAGE_SHIFT), mib,
+			pr_info("%s round %d: populating, %lu of %lu MiB after %.0f s\n",
+				label, round, (done + step) >> (20 - PAGE_SHIFT),
+				t->victim_pages >> (20 - PAGE_SHIFT),
 				(tp - t0) / 1000);
 		}
 	}
-	t1 = now_ms();
-	pr_info("%s: %lu MiB populated with 4 KiB SPTEs (%lu) in %.0f ms\n",
-		label, mib, vm_get_stat(t.vm, "pages_4k"), t1 - t0);
+	pr_info("%s round %d: %lu 4 KiB SPTEs after populating in %.0f ms\n",
+		label, round, vm_get_stat(t->vm, "pages_4k"), now_ms() - t0);
+}
 
+/*
+ * BENCH_ROUNDS times: populate the victim slot with 4 KiB SPTEs, measure
+ * the runner's progress for 500 ms, delete the slot and measure how long
+ * KVM_SET_USER_MEMORY_REGION took and the runner's progress meanwhile.
+ * The runner vCPU keeps running throughout, unpinned like the VMM.
+ */
+static void bench_one(const char *label, uint64_t mib)
+{
+	uint64_t pages = mib << 20 >> PAGE_SHIFT, p0, p1, b0, b1;
+	double t0, del, del_sum = 0, del_min = 1e12, del_max = 0;
+	double during = 0, before = 0;
+	unsigned long zaps[CPU_SETSIZE];
+	unsigned long outside = 0, inside = 0;
+	cpu_set_t mask;
+	struct test_vm t;
+	int cpu, r, workers;
+
+	test_vm_create(&t, 1, pages);
 	start_runners(&t);
 	while (!read_progress(&t, 0))
 		usleep(1000);
-	b0 = read_progress(&t, 0);
-	t0 = now_ms();
-	usleep(500 * 1000);
-	b1 = read_progress(&t, 0);
-	base_ms = now_ms() - t0;
 
-	p0 = read_progress(&t, 0);
-	t0 = now_ms();
-	set_victim(&t, VICTIM_GPA, 0);
-	t1 = now_ms();
-	p1 = read_progress(&t, 0);
-	del_ms = t1 - t0;
-	assert_old_sptes_gone(&t, "delete");
+	for (r = 0; r < BENCH_ROUNDS; r++) {
+		if (r)
+			set_victim(&t, VICTIM_GPA, pages);
+		bench_populate(&t, label, r);
+
+		b0 = read_progress(&t, 0);
+		t0 = now_ms();
+		usleep(500 * 1000);
+		b1 = read_progress(&t, 0);
+		before += (b1 - b0) / (now_ms() - t0);
+
+		p0 = read_progress(&t, 0);
+		t0 = now_ms();
+		set_victim(&t, VICTIM_GPA, 0);
+		del = now_ms() - t0;
+		p1 = read_progress(&t, 0);
+		assert_old_sptes_gone(&t, "delete");
+		pr_info("%s round %d: delete %.1f ms, runner %lu passes meanwhile\n",
+			label, r, del, p1 - p0);
+		del_sum += del;
+		del_min = min(del_min, del);
+		del_max = max(del_max, del);
+		during += (p1 - p0) / del;
+	}
 	stop_runners(&t);
 
 	sched_getaffinity(0, sizeof(mask), &mask);
 	workers = read_zap_cpus(t.vm, zaps, CPU_SETSIZE);
 	for (cpu = 0; cpu < CPU_SETSIZE; cpu++) {
-		if (!CPU_ISSET(cpu, &mask))
+		if (CPU_ISSET(cpu, &mask))
+			inside += zaps[cpu];
+		else
 			outside += zaps[cpu];
-		inside += CPU_ISSET(cpu, &mask) ? zaps[cpu] : 0;
 	}
-	printf("BENCH tdp_zap %-5s mib=%lu vmm_cpus=%d workers=%d delete_ms=%.1f ",
-	       label, mib, CPU_COUNT(&mask), workers, del_ms);
-	printf("progress_during=%.3f/ms progress_before=%.3f/ms items_in=%lu items_out=%lu\n",
-	       del_ms > 0 ? (p1 - p0) / del_ms : 0.0,
-	       (b1 - b0) / base_ms, inside, outside);
+	printf("BENCH tdp_zap %-5s mib=%lu rounds=%d vmm_cpus=%d workers=%d ",
+	       label, mib, BENCH_ROUNDS, CPU_COUNT(&mask), workers);
+	printf("delete_ms=%.1f (%.1f..%.1f) ", del_sum / BENCH_ROUNDS, del_min,
+	       del_max);
+	printf("progress_during=%.3f/ms progress_before=%.3f/ms ",
+	       during / BENCH_ROUNDS, before / BENCH_ROUNDS);
+	printf("items_in=%lu items_out=%lu\n", inside, outside);
 	fflush(stdout);
 	test_vm_free(&t);
 }
