@@ -10,6 +10,7 @@
 #   make check-debug     our selftests on that kernel (KASAN, lockdep, kmemleak)
 #   make check-parity    every upstream selftest, stock modules vs ours
 #   make check-host      the same lists on this machine (needs root, VT)
+#   make bench           benchmarks (tools/selftests/bench.list), stock vs ours
 #   make load / unload   swap the stock modules for ours and back
 #
 # Variables: KERNELRELEASE=<release> (another installed Debian kernel),
@@ -20,8 +21,8 @@
 
 SHELL := /bin/bash
 
-.PHONY: all modules check kunit check-debug check-parity check-host load unload \
-	clean help
+.PHONY: all modules check kunit check-debug check-parity check-host bench \
+	load unload clean help
 
 all: modules
 
@@ -42,6 +43,9 @@ check-parity:
 
 check-host:
 	@scripts/check-host.sh
+
+bench:
+	@scripts/check.sh bench
 
 load:
 	@scripts/load.sh load

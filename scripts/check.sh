@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# check.sh [default|parity|debug]
+# check.sh [default|parity|debug|bench]
 #
 # Test our KVM in QEMU and report TAP.  Three tiers (Documentation/
 # testing.rst):
@@ -21,6 +21,11 @@
 #   debug    the debug tier only (make check-debug)
 #   parity   every upstream selftest that builds, on the stock modules and
 #            then on ours in the same boot, and a side-by-side table
+#   bench    the benchmarks of tools/selftests/bench.list (our selftest
+#            binaries with benchmark arguments), on the stock modules and
+#            then on ours in the same boot; their "BENCH ..." lines are
+#            printed at the end.  Figures, not pass/fail: a benchmark fails
+#            only if it cannot run.
 #
 # Exits non-zero on any failed test, a guest that does not finish, or a
 # guest kernel log with an oops, BUG, WARN, lockdep, KASAN, ODEBUG or
@@ -53,7 +58,7 @@ default)
 		esac
 	done
 	;;
-parity) TIERS=" modules " ;;
+parity|bench) TIERS=" modules " ;;
 debug) TIERS=" debug " ;;
 *) die "unknown check mode '$MODE'" ;;
 esac
@@ -151,10 +156,14 @@ make_initramfs() {
 	modinfo -F version "$RD/modules/ours/kvm.ko" >"$RD/modules/ours/version"
 
 	# KBP_ONLY=<list>: run just that list of our tests (for development).
-	cp "${KBP_ONLY:-$LISTS/backport.list}" "$RD/lists/backport.list"
+	if [ "$mode" = bench ]; then
+		cp "$LISTS/bench.list" "$RD/lists/backport.list"
+	else
+		cp "${KBP_ONLY:-$LISTS/backport.list}" "$RD/lists/backport.list"
+	fi
 	cp "$BUILD"/selftests/backport/* "$RD/tests/backport/"
 	UPSTREAM_LIST=$RD/lists/upstream.list
-	if [ -n "${KBP_ONLY:-}" ] || [ "$mode" = debug ]; then
+	if [ -n "${KBP_ONLY:-}" ] || [ "$mode" = debug ] || [ "$mode" = bench ]; then
 		: >"$UPSTREAM_LIST"
 	elif [ "$mode" = parity ]; then
 		# Every upstream test that built, with the arguments of the default
@@ -175,7 +184,10 @@ make_initramfs() {
 	# Results the guest owes us: per module set, the load check and one per
 	# listed test.  Fewer means a list was cut short.
 	per_set=$(( 1 + $(list_entries "$RD/lists/backport.list" | wc -l) + $(wc -l <"$UPSTREAM_LIST") ))
-	EXPECTED=$([ "$mode" = parity ] && echo $((2 * per_set)) || echo "$per_set")
+	case $mode in
+	parity|bench) EXPECTED=$((2 * per_set)) ;;
+	*) EXPECTED=$per_set ;;
+	esac
 	(cd "$RD" && find . | cpio -o -H newc --quiet) >"$BUILD/initramfs.cpio"
 	log "initramfs: $(du -m "$BUILD/initramfs.cpio" | cut -f1) MiB"
 	phase_end
@@ -247,7 +259,11 @@ pick_accel() {
 	# Multi-threaded TCG was seen to wedge the whole VM (no sysrq answer)
 	# when a SCHED_FIFO vCPU thread is killed while its nested guest spins;
 	# one host thread for both guest CPUs is slower but dependable.
-	[ "$ACCEL" != tcg ] || ACCEL=tcg,thread=single
+	# Benchmarks need the guest's two CPUs to really run in parallel, and
+	# do not kill real-time vCPU threads.
+	if [ "$ACCEL" = tcg ]; then
+		[ "$MODE" = bench ] && ACCEL=tcg,thread=multi || ACCEL=tcg,thread=single
+	fi
 }
 
 # run_vm KERNEL MODE PREFIX TIMEOUT: boot KERNEL with the initramfs as
@@ -421,6 +437,10 @@ echo "1..$(wc -l <"$RES")"
 
 if [ "$MODE" = parity ]; then
 	"$TOP/scripts/parity-table.sh" "$RES" || PARITY_BAD=1
+fi
+if [ "$MODE" = bench ]; then
+	echo "# benchmark figures (stock modules, then ours):"
+	sed -n 's/^#   BENCH /# BENCH /p' "$BUILD/results.log"
 fi
 
 phase_summary

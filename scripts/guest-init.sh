@@ -90,6 +90,15 @@ default)
 		unload
 	fi
 	;;
+bench)
+	# Benchmarks, stock modules then ours; they print their figures.
+	for set in stock ours; do
+		if load $set; then
+			run $set/bench /lists/backport.list /tests/backport 900
+		fi
+		unload
+	done
+	;;
 parity)
 	for set in stock ours; do
 		if load $set; then

@@ -59,7 +59,7 @@ list_entries "$LIST" | while read -r name args; do
 	*)	status=fail; note="exit $rc" ;;
 	esac
 	case "$SET:$status" in
-	*/backport:*|backport:*)
+	*/backport:*|backport:*|*/bench:*)
 		cut -c1-300 "$LOG" | sed 's/^/#   /' ;;
 	*:fail|*:timeout)
 		cut -c1-300 "$LOG" | tail -n 40 | sed 's/^/#   /' ;;

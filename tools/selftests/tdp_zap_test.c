@@ -1,0 +1,625 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * tdp_zap_test: invalidated TDP MMU roots zapped by the VM's own workers
+ * (kvm.tdp_mmu_zap_wq, Documentation/tdp-zap-workers.rst).
+ *
+ *   stress RUNNERS VMS ITERS  For each setting of kvm.tdp_mmu_zap_wq (only
+ *            the stock zap if the modules lack it): VMS times, a VM whose
+ *            RUNNERS vCPUs keep reading a dirty-logged (4 KiB SPTEs) slot
+ *            while, ITERS times, a dirty-logged victim slot is deleted and
+ *            re-added, moved away and back, and kvm.nx_huge_pages toggled.
+ *            After each update: no 4 KiB SPTE of the old roots is left
+ *            (pages_4k), the old range exits to userspace as MMIO, the
+ *            guest reads back what it wrote; then the VM is destroyed.
+ *   confine ITERS  The VMM thread pinned to one CPU creates the VM, its
+ *            vCPU threads run anywhere; after ITERS deletions the VM's
+ *            debugfs tdp_mmu_zap_cpus must show zap work on that CPU only.
+ *   bench MIB Y|N  Memslot-delete latency and guest progress during the
+ *            zap of MIB MiB of 4 KiB SPTEs with kvm.tdp_mmu_zap_wq=Y or N
+ *            (N on the stock modules: their synchronous zap; Y skips).
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "kvm_util.h"
+#include "processor.h"
+#include "test_util.h"
+
+#define PARAM_WQ	"/sys/module/kvm/parameters/tdp_mmu_zap_wq"
+#define PARAM_NX	"/sys/module/kvm/parameters/nx_huge_pages"
+
+#define DATA_SLOT	1
+#define DATA_GPA	0x40000000ULL
+#define DATA_PAGES	128
+#define VICTIM_SLOT	2
+/* Room for a victim of up to 4 GiB at either place (bench). */
+#define VICTIM_GPA	0x100000000ULL
+#define MOVED_GPA	0x200000000ULL
+#define MAX_RUNNERS	4
+#define WORDS_PER_PAGE	(PAGE_SIZE / sizeof(uint64_t))
+#define MMIO_PROBES	4
+#define BENCH_ROUNDS	3
+
+enum { PROBE_FILL = 1, PROBE_CHECK, PROBE_MMIO };
+
+/* Written by the host while the prober vCPU is stopped. */
+static struct {
+	uint64_t cmd, base, val, npages;
+} probe;
+/* Passes over the data slot, per runner (read by the host live). */
+static uint64_t progress[MAX_RUNNERS];
+
+static uint64_t dpat(uint64_t i)
+{
+	return i * 0x9e3779b97f4a7c15ULL + 1;
+}
+
+static uint64_t vpat(uint64_t val, uint64_t i)
+{
+	return (val << 40) ^ (i * 0xbf58476d1ce4e5b9ULL);
+}
+
+static void guest_code(uint64_t role)
+{
+	uint64_t *p, i, v;
+
+	if (role) {
+		p = (uint64_t *)DATA_GPA;
+		for (;;) {
+			for (i = 0; i < DATA_PAGES; i++) {
+				v = READ_ONCE(p[i * WORDS_PER_PAGE]);
+				GUEST_ASSERT_2(v == dpat(i), i, v);
+			}
+			progress[role - 1]++;
+			GUEST_SYNC(0);
+		}
+	}
+
+	for (;;) {
+		p = (uint64_t *)READ_ONCE(probe.base);
+		for (i = 0; i < probe.npages; i++) {
+			switch (probe.cmd) {
+			case PROBE_FILL:
+				WRITE_ONCE(p[i * WORDS_PER_PAGE],
+					   vpat(probe.val, i));
+				break;
+			case PROBE_CHECK:
+				v = READ_ONCE(p[i * WORDS_PER_PAGE]);
+				GUEST_ASSERT_2(v == vpat(probe.val, i), i, v);
+				break;
+			case PROBE_MMIO:
+				if (i % (probe.npages / MMIO_PROBES) == 0)
+					v = READ_ONCE(p[i * WORDS_PER_PAGE]);
+				break;
+			}
+		}
+		GUEST_SYNC(probe.cmd);
+	}
+}
+
+struct test_vm {
+	struct kvm_vm *vm;
+	struct kvm_vcpu *vcpus[MAX_RUNNERS + 1];
+	pthread_t threads[MAX_RUNNERS];
+	int nr_runners;
+	uint64_t *victim;
+	uint64_t victim_pages;
+	int stop;
+	bool unpin_runners;
+};
+
+static int param_read(const char *path)
+{
+	char c = 0;
+	FILE *f = fopen(path, "r");
+
+	if (!f)
+		return -1;
+	if (fread(&c, 1, 1, f) != 1)
+		c = 0;
+	fclose(f);
+	return c == 'Y' || c == '1';
+}
+
+static void param_write(const char *path, const char *val)
+{
+	FILE *f = fopen(path, "w");
+
+	TEST_ASSERT(f, "cannot open %s", path);
+	TEST_ASSERT(fputs(val, f) >= 0 && fclose(f) == 0,
+		    "cannot write '%s' to %s", val, path);
+}
+
+static double now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static void set_victim(struct test_vm *t, uint64_t gpa, uint64_t pages)
+{
+	struct kvm_userspace_memory_region r = {
+		.slot = VICTIM_SLOT,
+		.flags = pages ? KVM_MEM_LOG_DIRTY_PAGES : 0,
+		.guest_phys_addr = gpa,
+		.memory_size = pages * PAGE_SIZE,
+		.userspace_addr = (uint64_t)t->victim,
+	};
+
+	vm_ioctl(t->vm, KVM_SET_USER_MEMORY_REGION, &r);
+}
+
+static uint64_t read_progress(struct test_vm *t, int i)
+{
+	return READ_ONCE(*(uint64_t *)addr_gva2hva(t->vm,
+						   (vm_vaddr_t)&progress[i]));
+}
+
+/* The VM under test, for the runner threads. */
+static struct test_vm *cur_vm;
+
+static void *runner(void *arg)
+{
+	struct kvm_vcpu *vcpu = arg;
+	struct test_vm *t = cur_vm;
+	struct ucall uc;
+	cpu_set_t all;
+	int cpu;
+
+	if (t->unpin_runners) {
+		CPU_ZERO(&all);
+		for (cpu = 0; cpu < CPU_SETSIZE; cpu++)
+			CPU_SET(cpu, &all);
+		sched_setaffinity(0, sizeof(all), &all);
+	}
+	while (!READ_ONCE(t->stop)) {
+		vcpu_run(vcpu);
+		switch (get_ucall(vcpu, &uc)) {
+		case UCALL_SYNC:
+			break;
+		case UCALL_ABORT:
+			REPORT_GUEST_ASSERT_2(uc, "data page %lu reads 0x%lx");
+			break;
+		default:
+			TEST_FAIL("%s: exit %u (%s), ucall %lu", __func__,
+				  vcpu->run->exit_reason,
+				  exit_reason_str(vcpu->run->exit_reason), uc.cmd);
+		}
+	}
+	return NULL;
+}
+
+/*
+ * Run the prober once over @npages pages from @base; returns the number of
+ * MMIO exits it took.
+ */
+static int __run_probe(struct test_vm *t, uint64_t cmd, uint64_t base,
+		       uint64_t val, uint64_t npages)
+{
+	struct kvm_vcpu *vcpu = t->vcpus[0];
+	struct ucall uc;
+	int mmio = 0;
+
+	probe.cmd = cmd;
+	probe.base = base;
+	probe.val = val;
+	probe.npages = npages;
+	sync_global_to_guest(t->vm, probe);
+	for (;;) {
+		vcpu_run(vcpu);
+		if (vcpu->run->exit_reason == KVM_EXIT_MMIO) {
+			TEST_ASSERT(vcpu->run->mmio.phys_addr >= base &&
+				    vcpu->run->mmio.phys_addr <
+				    base + npages * PAGE_SIZE,
+				    "MMIO exit at 0x%llx outside [0x%lx, +%lu pages)",
+				    vcpu->run->mmio.phys_addr, base, npages);
+			memset(vcpu->run->mmio.data, 0,
+			       sizeof(vcpu->run->mmio.data));
+			mmio++;
+			continue;
+		}
+		switch (get_ucall(vcpu, &uc)) {
+		case UCALL_SYNC:
+			TEST_ASSERT(uc.args[1] == cmd, "prober out of step");
+			return mmio;
+		case UCALL_ABORT:
+			REPORT_GUEST_ASSERT_2(uc, "victim page %lu reads 0x%lx");
+			break;
+		default:
+			TEST_FAIL("prober: exit %u (%s)", vcpu->run->exit_reason,
+				  exit_reason_str(vcpu->run->exit_reason));
+		}
+	}
+}
+
+/* The prober over the whole victim slot at @base. */
+static int run_probe(struct test_vm *t, uint64_t cmd, uint64_t base,
+		     uint64_t val)
+{
+	return __run_probe(t, cmd, base, val, t->victim_pages);
+}
+
+static void test_vm_create(struct test_vm *t, int nr_runners,
+			   uint64_t victim_pages)
+{
+	int i;
+
+	memset(t, 0, sizeof(*t));
+	t->nr_runners = nr_runners;
+	t->victim_pages = victim_pages;
+	/*
+	 * The library sizes slot 0 for the guest page tables of this many
+	 * extra pages mapped elsewhere (the data slot and the victim's two
+	 * mappings), but not for the pages themselves: they live in their
+	 * own slots.
+	 */
+	t->vm = __vm_create_with_vcpus(VM_MODE_DEFAULT, nr_runners + 1,
+				       DATA_PAGES + 2 * victim_pages,
+				       guest_code, t->vcpus);
+	vm_userspace_mem_region_add(t->vm, VM_MEM_SRC_ANONYMOUS, DATA_GPA,
+				    DATA_SLOT, DATA_PAGES,
+				    KVM_MEM_LOG_DIRTY_PAGES);
+	virt_map(t->vm, DATA_GPA, DATA_GPA, DATA_PAGES);
+	for (i = 0; i < DATA_PAGES; i++)
+		*(uint64_t *)addr_gpa2hva(t->vm, DATA_GPA + i * PAGE_SIZE) =
+			dpat(i);
+
+	t->victim = mmap(NULL, victim_pages * PAGE_SIZE, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	TEST_ASSERT(t->victim != MAP_FAILED, "mmap victim");
+	set_victim(t, VICTIM_GPA, victim_pages);
+	virt_map(t->vm, VICTIM_GPA, VICTIM_GPA, victim_pages);
+	virt_map(t->vm, MOVED_GPA, MOVED_GPA, victim_pages);
+
+	for (i = 0; i <= nr_runners; i++)
+		vcpu_args_set(t->vcpus[i], 1, i);
+	cur_vm = t;
+}
+
+static void start_runners(struct test_vm *t)
+{
+	int i;
+
+	for (i = 0; i < t->nr_runners; i++)
+		pthread_create(&t->threads[i], NULL, runner, t->vcpus[i + 1]);
+}
+
+static void stop_runners(struct test_vm *t)
+{
+	int i;
+
+	WRITE_ONCE(t->stop, 1);
+	for (i = 0; i < t->nr_runners; i++)
+		pthread_join(t->threads[i], NULL);
+}
+
+static void test_vm_free(struct test_vm *t)
+{
+	kvm_vm_free(t->vm);
+	munmap(t->victim, t->victim_pages * PAGE_SIZE);
+}
+
+/* No 4 KiB SPTE of the roots in use before the update may be left. */
+static void assert_old_sptes_gone(struct test_vm *t, const char *what)
+{
+	uint64_t n = vm_get_stat(t->vm, "pages_4k");
+
+	/* The runners may have faulted in the data slot and their code. */
+	TEST_ASSERT(n < t->victim_pages,
+		    "%s: %lu 4 KiB SPTEs right after it, the %lu of the victim slot survived",
+		    what, n, t->victim_pages);
+}
+
+static void assert_mmio(struct test_vm *t, uint64_t base, const char *what)
+{
+	int n = run_probe(t, PROBE_MMIO, base, 0);
+
+	TEST_ASSERT(n == MMIO_PROBES,
+		    "%s: %d of %d guest reads of 0x%lx.. exited as MMIO",
+		    what, n, MMIO_PROBES, base);
+}
+
+static void stress_vm(int nr_runners, int iters)
+{
+	int nx = param_read(PARAM_NX);
+	uint64_t val = 1, p0[MAX_RUNNERS];
+	struct test_vm t;
+	int it, i;
+
+	test_vm_create(&t, nr_runners, 1024);
+	start_runners(&t);
+	run_probe(&t, PROBE_FILL, VICTIM_GPA, val);
+	for (i = 0; i < nr_runners; i++)
+		p0[i] = read_progress(&t, i);
+
+	for (it = 0; it < iters; it++) {
+		/* Delete: SPTEs gone, range is MMIO, memory keeps its data. */
+		set_victim(&t, VICTIM_GPA, 0);
+		assert_old_sptes_gone(&t, "delete");
+		assert_mmio(&t, VICTIM_GPA, "deleted slot");
+		for (i = 0; i < (int)t.victim_pages; i++)
+			TEST_ASSERT(t.victim[i * WORDS_PER_PAGE] == vpat(val, i),
+				    "host copy of victim page %d lost the guest's write", i);
+		set_victim(&t, VICTIM_GPA, t.victim_pages);
+		run_probe(&t, PROBE_CHECK, VICTIM_GPA, val);
+		run_probe(&t, PROBE_FILL, VICTIM_GPA, ++val);
+
+		/* Move away and back. */
+		set_victim(&t, MOVED_GPA, t.victim_pages);
+		assert_old_sptes_gone(&t, "move");
+		assert_mmio(&t, VICTIM_GPA, "moved-away slot");
+		run_probe(&t, PROBE_CHECK, MOVED_GPA, val);
+		run_probe(&t, PROBE_FILL, MOVED_GPA, ++val);
+		set_victim(&t, VICTIM_GPA, t.victim_pages);
+		assert_mmio(&t, MOVED_GPA, "moved-back slot");
+		run_probe(&t, PROBE_CHECK, VICTIM_GPA, val);
+
+		/* The NX huge page parameter zaps all roots of every VM. */
+		if (nx >= 0 && !access(PARAM_NX, W_OK)) {
+			param_write(PARAM_NX, nx ? "N" : "Y");
+			run_probe(&t, PROBE_CHECK, VICTIM_GPA, val);
+			param_write(PARAM_NX, nx ? "Y" : "N");
+		}
+	}
+
+	for (i = 0; i < nr_runners; i++)
+		TEST_ASSERT(read_progress(&t, i) > p0[i],
+			    "runner %d made no progress", i);
+	stop_runners(&t);
+	test_vm_free(&t);
+}
+
+static int test_stress(int nr_runners, int vms, int iters)
+{
+	int orig = param_read(PARAM_WQ), set, v;
+
+	TEST_ASSERT(nr_runners >= 1 && nr_runners <= MAX_RUNNERS,
+		    "1..%d runners", MAX_RUNNERS);
+	for (set = 0; set <= 1; set++) {
+		if (orig < 0 && set)
+			break;
+		if (orig >= 0)
+			param_write(PARAM_WQ, set ? "Y" : "N");
+		for (v = 0; v < vms; v++)
+			stress_vm(nr_runners, iters);
+		pr_info("%s: %d VMs x %d delete/move/nx rounds, %d runners: ok\n",
+			orig < 0 ? "stock zap (no kvm.tdp_mmu_zap_wq)" :
+			set ? "tdp_mmu_zap_wq=Y" : "tdp_mmu_zap_wq=N",
+			vms, iters, nr_runners);
+	}
+	if (orig >= 0)
+		param_write(PARAM_WQ, orig ? "Y" : "N");
+	return 0;
+}
+
+/*
+ * Read the VM's tdp_mmu_zap_cpus: returns the number of workers (0 if the
+ * VM has none, -1 without the file, e.g. on the stock modules), zaps[]
+ * per CPU.
+ */
+static int read_zap_cpus(struct kvm_vm *vm, unsigned long *zaps, int max)
+{
+	char path[128], line[128];
+	int workers = 0, cpu;
+	unsigned long n;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/sys/kernel/debug/kvm/%d-%d/tdp_mmu_zap_cpus",
+		 getpid(), vm->fd);
+	memset(zaps, 0, max * sizeof(*zaps));
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "workers %d", &workers) == 1)
+			continue;
+		TEST_ASSERT(sscanf(line, "cpu%d %lu", &cpu, &n) == 2 &&
+			    cpu >= 0 && cpu < max, "bad line '%s'", line);
+		zaps[cpu] = n;
+	}
+	fclose(f);
+	return workers;
+}
+
+static int test_confine(int iters)
+{
+	int orig = param_read(PARAM_WQ), pin = -1, cpu, it, workers;
+	unsigned long zaps[CPU_SETSIZE], total = 0;
+	cpu_set_t mask, one;
+	struct test_vm t;
+
+	if (orig < 0) {
+		print_skip("kvm.tdp_mmu_zap_wq not present (stock modules)");
+		return KSFT_SKIP;
+	}
+	TEST_ASSERT(!sched_getaffinity(0, sizeof(mask), &mask), "getaffinity");
+	for (cpu = 0; cpu < CPU_SETSIZE; cpu++)
+		if (CPU_ISSET(cpu, &mask))
+			pin = cpu;
+	if (CPU_COUNT(&mask) < 2) {
+		print_skip("needs 2 CPUs to tell confined work from spread work");
+		return KSFT_SKIP;
+	}
+
+	/* With the parameter off the VM has no workers. */
+	param_write(PARAM_WQ, "N");
+	test_vm_create(&t, 1, 64);
+	workers = read_zap_cpus(t.vm, zaps, CPU_SETSIZE);
+	TEST_ASSERT(workers == 0,
+		    "tdp_mmu_zap_wq=N: %d zap workers (-1: no tdp_mmu_zap_cpus)",
+		    workers);
+	test_vm_free(&t);
+
+	param_write(PARAM_WQ, "Y");
+	CPU_ZERO(&one);
+	CPU_SET(pin, &one);
+	TEST_ASSERT(!sched_setaffinity(0, sizeof(one), &one), "pin to CPU %d", pin);
+	test_vm_create(&t, 1, 256);
+	t.unpin_runners = true;
+	start_runners(&t);
+	for (it = 0; it < iters; it++) {
+		run_probe(&t, PROBE_FILL, VICTIM_GPA, it + 1);
+		set_victim(&t, VICTIM_GPA, 0);
+		assert_old_sptes_gone(&t, "delete");
+		set_victim(&t, VICTIM_GPA, t.victim_pages);
+	}
+	stop_runners(&t);
+
+	workers = read_zap_cpus(t.vm, zaps, CPU_SETSIZE);
+	TEST_ASSERT(workers == 1, "%d zap workers for a VMM pinned to one CPU",
+		    workers);
+	for (cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+		if (zaps[cpu])
+			pr_info("CPU %d: %lu zap work items\n", cpu, zaps[cpu]);
+		TEST_ASSERT(cpu == pin || !zaps[cpu],
+			    "%lu zap work items ran on CPU %d, the VMM is pinned to CPU %d",
+			    zaps[cpu], cpu, pin);
+		total += zaps[cpu];
+	}
+	TEST_ASSERT(total >= (unsigned long)iters,
+		    "only %lu zap work items for %d deletions: did the workers zap?",
+		    total, iters);
+	pr_info("confined: %lu zap work items, all on CPU %d (VMM's), 0 elsewhere\n",
+		total, pin);
+	test_vm_free(&t);
+	sched_setaffinity(0, sizeof(mask), &mask);
+	param_write(PARAM_WQ, orig ? "Y" : "N");
+	return 0;
+}
+
+/* Populate the victim slot, saying how far it got every 10 s. */
+static void bench_populate(struct test_vm *t, const char *label, int round)
+{
+	uint64_t step = 16 << 20 >> PAGE_SHIFT, done;
+	double t0 = now_ms(), tp = t0;
+
+	for (done = 0; done < t->victim_pages; done += step) {
+		__run_probe(t, PROBE_FILL, VICTIM_GPA + done * PAGE_SIZE, 1,
+			    min(step, t->victim_pages - done));
+		if (now_ms() - tp >= 10000) {
+			tp = now_ms();
+			pr_info("%s round %d: populating, %lu of %lu MiB after %.0f s\n",
+				label, round, (done + step) >> (20 - PAGE_SHIFT),
+				t->victim_pages >> (20 - PAGE_SHIFT),
+				(tp - t0) / 1000);
+		}
+	}
+	pr_info("%s round %d: %lu 4 KiB SPTEs after populating in %.0f ms\n",
+		label, round, vm_get_stat(t->vm, "pages_4k"), now_ms() - t0);
+}
+
+/*
+ * BENCH_ROUNDS times: populate the victim slot with 4 KiB SPTEs, measure
+ * the runner's progress for 500 ms, delete the slot and measure how long
+ * KVM_SET_USER_MEMORY_REGION took and the runner's progress meanwhile.
+ * The runner vCPU keeps running throughout, unpinned like the VMM.
+ */
+static void bench_one(const char *label, uint64_t mib)
+{
+	uint64_t pages = mib << 20 >> PAGE_SHIFT, p0, p1, b0, b1;
+	double t0, del, del_sum = 0, del_min = 1e12, del_max = 0;
+	double during = 0, before = 0;
+	unsigned long zaps[CPU_SETSIZE];
+	unsigned long outside = 0, inside = 0;
+	cpu_set_t mask;
+	struct test_vm t;
+	int cpu, r, workers;
+
+	test_vm_create(&t, 1, pages);
+	start_runners(&t);
+	while (!read_progress(&t, 0))
+		usleep(1000);
+
+	for (r = 0; r < BENCH_ROUNDS; r++) {
+		if (r)
+			set_victim(&t, VICTIM_GPA, pages);
+		bench_populate(&t, label, r);
+
+		b0 = read_progress(&t, 0);
+		t0 = now_ms();
+		usleep(500 * 1000);
+		b1 = read_progress(&t, 0);
+		before += (b1 - b0) / (now_ms() - t0);
+
+		p0 = read_progress(&t, 0);
+		t0 = now_ms();
+		set_victim(&t, VICTIM_GPA, 0);
+		del = now_ms() - t0;
+		p1 = read_progress(&t, 0);
+		assert_old_sptes_gone(&t, "delete");
+		pr_info("%s round %d: delete %.1f ms, runner %lu passes meanwhile\n",
+			label, r, del, p1 - p0);
+		del_sum += del;
+		del_min = min(del_min, del);
+		del_max = max(del_max, del);
+		during += (p1 - p0) / del;
+	}
+	stop_runners(&t);
+
+	sched_getaffinity(0, sizeof(mask), &mask);
+	workers = read_zap_cpus(t.vm, zaps, CPU_SETSIZE);
+	for (cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+		if (CPU_ISSET(cpu, &mask))
+			inside += zaps[cpu];
+		else
+			outside += zaps[cpu];
+	}
+	printf("BENCH tdp_zap %-5s mib=%lu rounds=%d vmm_cpus=%d workers=%d ",
+	       label, mib, BENCH_ROUNDS, CPU_COUNT(&mask), workers);
+	printf("delete_ms=%.1f (%.1f..%.1f) ", del_sum / BENCH_ROUNDS, del_min,
+	       del_max);
+	printf("progress_during=%.3f/ms progress_before=%.3f/ms ",
+	       during / BENCH_ROUNDS, before / BENCH_ROUNDS);
+	printf("items_in=%lu items_out=%lu\n", inside, outside);
+	fflush(stdout);
+	test_vm_free(&t);
+}
+
+/*
+ * One setting per run, so that each fits the harness's per-test timeout:
+ * "N" on modules without the parameter measures the stock zap, "Y" there
+ * has nothing to measure.
+ */
+static int test_bench(uint64_t mib, const char *setting)
+{
+	int orig = param_read(PARAM_WQ);
+	bool on = !strcmp(setting, "Y");
+
+	TEST_ASSERT(on || !strcmp(setting, "N"), "setting is Y or N");
+	if (orig < 0) {
+		if (on) {
+			print_skip("kvm.tdp_mmu_zap_wq not present (stock modules)");
+			return KSFT_SKIP;
+		}
+		bench_one("stock", mib);
+		return 0;
+	}
+	param_write(PARAM_WQ, setting);
+	bench_one(on ? "on" : "off", mib);
+	param_write(PARAM_WQ, orig ? "Y" : "N");
+	return 0;
+}
+
+int main(int argc, char *argv[])
+{
+	if (argc == 5 && !strcmp(argv[1], "stress"))
+		return test_stress(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]));
+	if (argc == 3 && !strcmp(argv[1], "confine"))
+		return test_confine(atoi(argv[2]));
+	if (argc == 4 && !strcmp(argv[1], "bench"))
+		return test_bench(strtoull(argv[2], NULL, 0), argv[3]);
+
+	fprintf(stderr, "usage: %s stress RUNNERS VMS ITERS | confine ITERS | bench MIB Y|N\n",
+		argv[0]);
+	return 2;
+}
