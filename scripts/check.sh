@@ -376,6 +376,9 @@ except (OSError, ValueError) as e:
 rc = int(sys.argv[2])
 if rc == 0 and cases:
     print("RESULT kunit run pass 0 %d test cases" % cases)
+elif rc == 3:
+    print("RESULT kunit run fail 0 kernel reports (KASAN, lockdep, WARN...) "
+          "in the test kernel's log while %d test cases ran" % cases)
 else:
     print("RESULT kunit run fail 0 kunit.py exit status %d, %d test cases"
           % (rc, cases))

@@ -66,9 +66,19 @@ exec_suites() {
 	local json=()
 	[ -z "${1:-}" ] || json=(--json="$1")
 	[ -f "$OBJ/$TEST_KERNEL" ] || die "no test kernel in $OBJ; run $0 build"
+	local rc=0 bad
 	# shellcheck disable=SC2086 # extra arguments are split on purpose
 	kunit_py exec --timeout=600 --qemu_args='-cpu max -smp 2' \
-		"${json[@]}" ${KBP_KUNIT_ARGS:-}
+		"${json[@]}" ${KBP_KUNIT_ARGS:-} || rc=$?
+	# In 6.1 a KASAN (or lockdep, ODEBUG, WARN) report does not fail the
+	# KUnit case that caused it: it is only in the kernel's log, which
+	# kunit.py keeps in test.log.  Any report fails the run.
+	if bad=$("$TOP/scripts/scan-kernel-log.sh" <"$OBJ/test.log"); then
+		return $rc
+	fi
+	printf '%s\n' "$bad" | sort -u | sed -n '1,40s/^/kernel report: /p'
+	log "the test kernel reported problems while the suites ran (log: ${OBJ#"$TOP"/}/test.log)"
+	return 3
 }
 
 case $ACTION in
