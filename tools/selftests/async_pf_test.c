@@ -56,6 +56,7 @@
 #include "kvm_util.h"
 #include "processor.h"
 #include "apf_guest.h"
+#include "fd_passing.h"
 #include "test_util.h"
 
 #define TEST_SLOT	1
@@ -316,49 +317,6 @@ static void setup_observer(void)
 	CPU_SET(OBSERVER_CPU, &cpus);
 	TEST_ASSERT(!sched_setaffinity(0, sizeof(cpus), &cpus),
 		    "cannot pin the observer to CPU %d", OBSERVER_CPU);
-}
-
-/* Room for up to two file descriptors, aligned for struct cmsghdr. */
-union fd_cmsg {
-	char buf[CMSG_SPACE(2 * sizeof(int))];
-	struct cmsghdr align;
-};
-
-static void send_fds(int sock, int *fds, int nr)
-{
-	union fd_cmsg u = { 0 };
-	struct iovec iov = { .iov_base = "F", .iov_len = 1 };
-	struct msghdr msg = {
-		.msg_iov = &iov, .msg_iovlen = 1,
-		.msg_control = u.buf, .msg_controllen = CMSG_SPACE(nr * sizeof(int)),
-	};
-	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-
-	c->cmsg_level = SOL_SOCKET;
-	c->cmsg_type = SCM_RIGHTS;
-	c->cmsg_len = CMSG_LEN(nr * sizeof(int));
-	memcpy(CMSG_DATA(c), fds, nr * sizeof(int));
-	TEST_ASSERT(sendmsg(sock, &msg, 0) == 1, "sendmsg failed");
-}
-
-static void recv_fds(int sock, int *fds, int nr)
-{
-	union fd_cmsg u;
-	char data;
-	struct iovec iov = { .iov_base = &data, .iov_len = 1 };
-	struct msghdr msg = {
-		.msg_iov = &iov, .msg_iovlen = 1,
-		.msg_control = u.buf, .msg_controllen = CMSG_SPACE(nr * sizeof(int)),
-	};
-	struct cmsghdr *c;
-
-	TEST_ASSERT(recvmsg(sock, &msg, 0) == 1 && !(msg.msg_flags & MSG_CTRUNC),
-		    "recvmsg failed");
-	c = CMSG_FIRSTHDR(&msg);
-	TEST_ASSERT(c && c->cmsg_type == SCM_RIGHTS &&
-		    c->cmsg_len == CMSG_LEN(nr * sizeof(int)),
-		    "no file descriptors from the VMM");
-	memcpy(fds, CMSG_DATA(c), nr * sizeof(int));
 }
 
 /*

@@ -54,6 +54,7 @@
 #include "kvm_util.h"
 #include "processor.h"
 #include "apf_guest.h"
+#include "fd_passing.h"
 
 #define TEST_SLOT	1
 #define TEST_GPA	0x40000000ULL
@@ -718,40 +719,6 @@ static int test_bad_input(void)
 
 /* ---- teardown --------------------------------------------------------- */
 
-static void send_fd(int sock, int fd)
-{
-	char cbuf[CMSG_SPACE(sizeof(int))] = { 0 };
-	char byte = 0;
-	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
-	struct msghdr msg = {
-		.msg_iov = &iov, .msg_iovlen = 1,
-		.msg_control = cbuf, .msg_controllen = sizeof(cbuf),
-	};
-	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-
-	c->cmsg_level = SOL_SOCKET;
-	c->cmsg_type = SCM_RIGHTS;
-	c->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(c), &fd, sizeof(int));
-	TEST_ASSERT(sendmsg(sock, &msg, 0) == 1, "sendmsg failed");
-}
-
-static int recv_fd(int sock)
-{
-	char cbuf[CMSG_SPACE(sizeof(int))];
-	char byte;
-	struct iovec iov = { .iov_base = &byte, .iov_len = 1 };
-	struct msghdr msg = {
-		.msg_iov = &iov, .msg_iovlen = 1,
-		.msg_control = cbuf, .msg_controllen = sizeof(cbuf),
-	};
-	int fd;
-
-	TEST_ASSERT(recvmsg(sock, &msg, 0) == 1, "recvmsg failed");
-	memcpy(&fd, CMSG_DATA(CMSG_FIRSTHDR(&msg)), sizeof(int));
-	return fd;
-}
-
 static int test_teardown(void)
 {
 	uint64_t token;
@@ -792,13 +759,13 @@ static int test_teardown(void)
 		uf_vm_create(&u, 4, G_APF);
 		vm_enable_cap(u.vm, KVM_CAP_ASYNC_PF_USER, 0);
 		token = first_token(&u);
-		send_fd(sv[1], u.vcpu->fd);
+		send_fds(sv[1], &u.vcpu->fd, 1);
 		TEST_ASSERT(write(sv[1], &token, sizeof(token)) == sizeof(token),
 			    "write failed");
 		_exit(0);
 	}
 	close(sv[1]);
-	vcpu_fd = recv_fd(sv[0]);
+	recv_fds(sv[0], &vcpu_fd, 1);
 	TEST_ASSERT(read(sv[0], &token, sizeof(token)) == sizeof(token),
 		    "read failed");
 	TEST_ASSERT(waitpid(child, &status, 0) == child &&
