@@ -31,9 +31,9 @@
 # guest kernel log with an oops, BUG, WARN, lockdep, KASAN, ODEBUG or
 # kmemleak report or KVM bug.
 #
-# Environment: KBP_TIERS (tiers of the default mode, e.g. "modules kunit";
-# e.g. "modules kunit debug"; NO_KUNIT=1 and NO_DEBUG=1 drop one), KBP_ACCEL=tcg|kvm (default: kvm
-# when /dev/kvm boots the test VM, else tcg), KBP_TIMEOUT (seconds for the
+# Environment: KBP_TIERS (tiers of the default mode, e.g. "modules kunit
+# debug"; NO_KUNIT=1 and NO_DEBUG=1 drop one), KBP_ACCEL=tcg|kvm (default:
+# kvm when /dev/kvm boots the test VM, else tcg), KBP_TIMEOUT (seconds for the
 # whole VM run of a tier), KBP_ONLY=<list file> (only that list of our
 # selftests, no upstream ones).
 set -euo pipefail
