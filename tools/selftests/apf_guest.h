@@ -3,7 +3,7 @@
  * The guest side of paravirtual async #PF with interrupt-based "page
  * ready", shared by our selftests: the shared data area, enabling, and
  * the "page ready" handler.  Each test has its own "page not present"
- * handler, which waits until ready_token is its token.
+ * handler, which waits until guest_apf_take_ready() takes its token.
  *
  * The handlers update the counters behind the guest's main flow, which
  * reads them with READ_ONCE(); the host reads them back with
@@ -20,8 +20,21 @@
 #define APF_VECTOR	0xec
 
 static struct kvm_vcpu_pv_apf_data apf_data __aligned(64);
-static uint32_t ready_token;
-static uint64_t nr_ready, nr_broadcast, nr_token_mismatch;
+/*
+ * Tokens whose "page ready" arrived and whose "page not present" handler
+ * has not taken them yet.  More than one can be outstanding: a handler
+ * waits with interrupts on, so the host may send "not present" for any
+ * page the handler itself touches (its stack, these variables), and the
+ * nested handler's "page ready" may come before or after the outer one's.
+ * A single "ready token" variable then loses the outer token and the
+ * outer handler waits forever.
+ */
+#define APF_MAX_READY	8
+
+static uint32_t ready_tokens[APF_MAX_READY];
+static uint64_t nr_ready, nr_broadcast, nr_ready_overflow;
+/* "Not present" handlers running, and how many started inside another. */
+static uint64_t apf_depth, nr_nested;
 
 /* Enable async #PF, "page ready" as interrupt APF_VECTOR, in any mode. */
 static inline void guest_apf_enable(uint64_t apf_gpa)
@@ -41,22 +54,71 @@ static inline uint32_t guest_apf_token(void)
 	return cr2;
 }
 
+/*
+ * Take "page ready" for @token if it arrived.  Called with interrupts on:
+ * the ready handler only fills free (zero) slots, so it never writes the
+ * slot that holds @token while this clears it.
+ */
+static inline bool guest_apf_take_ready(uint32_t token)
+{
+	int i;
+
+	for (i = 0; i < APF_MAX_READY; i++) {
+		if (READ_ONCE(ready_tokens[i]) == token) {
+			WRITE_ONCE(ready_tokens[i], 0);
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Bracket a "not present" handler's wait, to count nesting. */
+static inline void guest_apf_wait_begin(void)
+{
+	if (apf_depth++)
+		nr_nested++;
+}
+
+static inline void guest_apf_wait_end(void)
+{
+	apf_depth--;
+}
+
 static void guest_ready_handler(struct ex_regs *regs)
 {
 	uint32_t token = apf_data.token;
+	int i;
 
 	apf_data.token = 0;
 	if (token == ~0U) {
 		/* Sent once when async #PF is enabled: "wake everything". */
 		nr_broadcast++;
 	} else {
-		if (READ_ONCE(ready_token))
-			nr_token_mismatch++;
-		WRITE_ONCE(ready_token, token);
+		for (i = 0; i < APF_MAX_READY; i++) {
+			if (!READ_ONCE(ready_tokens[i])) {
+				WRITE_ONCE(ready_tokens[i], token);
+				break;
+			}
+		}
+		if (i == APF_MAX_READY)
+			nr_ready_overflow++;
 		nr_ready++;
 	}
 	wrmsr(MSR_KVM_ASYNC_PF_ACK, 1);
 	x2apic_write_reg(APIC_EOI, 0);
+}
+
+/*
+ * Host side: after sync_global_from_guest() of ready_tokens, the tokens
+ * whose "page ready" arrived but that no handler took.
+ */
+static inline int apf_ready_left(void)
+{
+	int i, n = 0;
+
+	for (i = 0; i < APF_MAX_READY; i++)
+		n += !!ready_tokens[i];
+	return n;
 }
 
 #endif
