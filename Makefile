@@ -5,7 +5,7 @@
 #
 #   make                 build kvm.ko, kvm-intel.ko, kvm-amd.ko
 #   make check           our modules in QEMU on the stock distro kernel,
-#                        then our KUnit suites
+#                        then our KUnit suites, then the debug kernel tier
 #   make kunit           our KUnit suites on a kernel built from the same source
 #   make check-debug     our selftests on that kernel (KASAN, lockdep, kmemleak)
 #   make check-parity    every upstream selftest, stock modules vs ours
@@ -15,9 +15,9 @@
 #
 # Variables: KERNELRELEASE=<release> (another installed Debian kernel),
 # KSRC=<tree or tarball> (source instead of linux-source-<series>),
-# KBP_TIERS="modules kunit debug" (tiers of make check; default: modules
-# kunit), NO_KUNIT=1 and
-# NO_DEBUG=1 (make check without that tier).
+# KBP_TIERS="modules kunit" (tiers of make check; default: all three,
+# modules kunit debug), NO_KUNIT=1 and NO_DEBUG=1 (make check without
+# that tier).
 
 SHELL := /bin/bash
 

@@ -17,7 +17,7 @@
 #            selftests
 #
 # Modes:
-#   default  the tiers in KBP_TIERS (default: modules and kunit)
+#   default  the tiers in KBP_TIERS (default: all three)
 #   debug    the debug tier only (make check-debug)
 #   parity   every upstream selftest that builds, on the stock modules and
 #            then on ours in the same boot, and a side-by-side table
@@ -31,7 +31,7 @@
 # guest kernel log with an oops, BUG, WARN, lockdep, KASAN, ODEBUG or
 # kmemleak report or KVM bug.
 #
-# Environment: KBP_TIERS (tiers of the default mode, e.g. "modules kunit
+# Environment: KBP_TIERS (tiers of the default mode, e.g. "modules
 # debug"; NO_KUNIT=1 and NO_DEBUG=1 drop one), KBP_ACCEL=tcg|kvm (default:
 # kvm when /dev/kvm boots the test VM, else tcg), KBP_TIMEOUT (seconds for the
 # whole VM run of a tier), KBP_ONLY=<list file> (only that list of our
@@ -39,11 +39,9 @@
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
-# The tiers of make check.  The debug tier is not among them yet: on the
-# debug kernel async_pf_basic was seen to hang (the vCPU spins in the
-# guest, no worker busy); until that is understood it runs with make
-# check-debug or KBP_TIERS.
-DEFAULT_TIERS="modules kunit"
+# The tiers of make check: all three (the debug tier boots the kernel
+# the KUnit tier built, so it adds only its own run).
+DEFAULT_TIERS="modules kunit debug"
 
 MODE=${1:-default}
 case $MODE in
