@@ -618,6 +618,7 @@ static void tdp_zap_test_expect_work_on(struct kunit *test,
 {
 	struct tdp_zap_test *ctx = test->priv;
 	struct seq_file m = { .size = PAGE_SIZE };
+	struct kvm_mmu_page *root;
 	char *want;
 	int c, len;
 
@@ -626,11 +627,13 @@ static void tdp_zap_test_expect_work_on(struct kunit *test,
 	KUNIT_ASSERT_NOT_NULL(test, m.buf);
 	KUNIT_ASSERT_NOT_NULL(test, want);
 
-	tdp_zap_test_load_root(test);
+	root = tdp_zap_test_load_root(test);
 	tdp_zap_test_map(test, tdp_zap_test_gfn(0, 2, 0));
 	tdp_zap_test_map(test, tdp_zap_test_gfn(3, 4, 0));
 	tdp_zap_test_invalidate(ctx);
 	tdp_zap_test_flush(ctx);
+	KUNIT_EXPECT_TRUE(test, tdp_zap_test_pool_empty(pool));
+	KUNIT_EXPECT_EQ(test, tdp_zap_test_root_count(ctx->kvm, root), 1);
 	KUNIT_EXPECT_EQ(test, tdp_zap_test_pages_4k(ctx->kvm), 0L);
 
 	len = scnprintf(want, PAGE_SIZE, "workers %d\n", pool->nr_workers);
