@@ -1,0 +1,770 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * KUnit tests of the TDP MMU root zap workers (kvm-backport,
+ * Documentation/tdp-zap-workers.rst).
+ *
+ * Built only with CONFIG_KVM_TDP_MMU_ZAP_KUNIT_TEST, #included at the end
+ * of arch/x86/kvm/mmu/tdp_mmu.c: the pool, its list of roots and its
+ * per-CPU counters are private to that file, and kvm.tdp_mmu_zap_wq is a
+ * static variable there.  Nothing in the zap path is replaced: roots are
+ * created by kvm_tdp_mmu_get_vcpu_root_hpa(), populated by
+ * kvm_tdp_mmu_map(), handed over by kvm_tdp_mmu_invalidate_all_roots(),
+ * zapped by the pool's kthread_workers and waited for by
+ * kvm_tdp_mmu_zap_invalidated_roots(), the two TDP MMU calls of
+ * kvm_mmu_zap_all_fast().  The pool is created by
+ * kvm_tdp_mmu_create_zap_pool() in the thread that plays the VMM, and
+ * everything is torn down by kvm_mmu_destroy() and
+ * kvm_mmu_uninit_tdp_mmu(), the paths of vCPU and VM destruction.
+ *
+ * What is made up: the VM and the vCPU are zeroed structures with what
+ * those paths use set up by the real initialisers (kvm_mmu_init_tdp_mmu(),
+ * kvm_mmu_create(), kvm_init_mmu() for a vCPU in real mode, which gives
+ * the root role the vendor's TDP level dictates), and a memslot that is
+ * only passed along.  Every SPTE maps the zero page read-only, so zapping
+ * a leaf neither dirties nor ages a page of anyone's.  The tests need the
+ * TDP MMU in use (kvm-amd with NPT or kvm-intel with EPT initialised at
+ * boot) and are skipped otherwise.
+ *
+ * Locking as in the real callers: roots are created and invalidated with
+ * mmu_lock held for write, SPTEs installed with it held for read (as a
+ * vCPU fault does), the flush runs with slots_lock held and mmu_lock not
+ * held.  A root is dereferenced only while it is listed in tdp_mmu_roots,
+ * looked up under RCU, so a root put once too often fails the test
+ * instead of being read after it was freed.
+ */
+#include <kunit/test.h>
+#include <linux/completion.h>
+#include <linux/seq_file.h>
+
+/* Guest memory is laid out in GiBs below: at most this many are used. */
+#define TDP_ZAP_TEST_MAX_GIB	16
+
+/* Sizes in gfns of a 1 GiB region and of one zap chunk. */
+#define TDP_ZAP_TEST_GIB	KVM_PAGES_PER_HPAGE(PG_LEVEL_1G)
+#define TDP_ZAP_TEST_CHUNKS_PER_GIB	(TDP_ZAP_TEST_GIB / TDP_ZAP_CHUNK_GFNS)
+
+/* Priorities the confinement tests give to the thread creating the VM. */
+#define TDP_ZAP_TEST_NICE	7
+#define TDP_ZAP_TEST_RT_PRIO	10
+
+/* Bound on list walks, so that a corrupted list fails a test, not the run. */
+#define TDP_ZAP_TEST_MAX_LIST	64
+
+struct tdp_zap_test {
+	struct kvm *kvm;
+	struct kvm_vcpu *vcpu;
+	/* Only passed along: nothing reads it for read-only 4 KiB SPTEs. */
+	struct kvm_memory_slot slot;
+	/*
+	 * Roots on which the test owns a reference (taken over from the
+	 * vCPU when it moved to a new root), put by the test or at exit.
+	 */
+	struct kvm_mmu_page *held[2];
+	/* kvm_mmu_create() succeeded: kvm_mmu_destroy() must run. */
+	bool mmu_created;
+	bool saved_zap_wq;
+};
+
+static int tdp_zap_test_init(struct kunit *test)
+{
+	struct tdp_zap_test *ctx;
+	struct kvm *kvm;
+	struct kvm_vcpu *vcpu;
+
+	test->priv = NULL;
+	if (!tdp_enabled)
+		kunit_skip(test, "TDP (NPT/EPT) is not enabled");
+
+	ctx = kunit_kzalloc(test, sizeof(*ctx), GFP_KERNEL);
+	if (!ctx)
+		return -ENOMEM;
+	ctx->saved_zap_wq = READ_ONCE(tdp_mmu_zap_wq);
+	/* struct kvm holds the shadow MMU's hash table: not a small kzalloc. */
+	ctx->kvm = kvzalloc(sizeof(*ctx->kvm), GFP_KERNEL_ACCOUNT);
+	ctx->vcpu = kvzalloc(sizeof(*ctx->vcpu), GFP_KERNEL_ACCOUNT);
+	test->priv = ctx;
+	if (!ctx->kvm || !ctx->vcpu)
+		return -ENOMEM;
+	kvm = ctx->kvm;
+	vcpu = ctx->vcpu;
+
+	rwlock_init(&kvm->mmu_lock);
+	mutex_init(&kvm->slots_lock);
+	kvm_mmu_init_tdp_mmu(kvm);
+	if (!kvm->arch.tdp_mmu_enabled)
+		kunit_skip(test, "the TDP MMU is disabled (kvm.tdp_mmu=N)");
+
+	vcpu->kvm = kvm;
+	/* As a VMM that gives the guest the host's MAXPHYADDR in CPUID. */
+	vcpu->arch.maxphyaddr = boot_cpu_data.x86_phys_bits;
+	if (kvm_mmu_create(vcpu))
+		return -ENOMEM;
+	ctx->mmu_created = true;
+	kvm_init_mmu(vcpu);
+	return 0;
+}
+
+/*
+ * @root's reference count, or -1 if it is no longer in tdp_mmu_roots,
+ * i.e. its last reference was put and it is (being) freed: only a listed
+ * root is dereferenced.
+ */
+static int tdp_zap_test_root_count(struct kvm *kvm, struct kvm_mmu_page *root)
+{
+	struct kvm_mmu_page *pos;
+	int count = -1;
+
+	rcu_read_lock();
+	list_for_each_entry_rcu(pos, &kvm->arch.tdp_mmu_roots, link) {
+		if (pos == root)
+			count = refcount_read(&root->tdp_mmu_root_count);
+	}
+	rcu_read_unlock();
+	return count;
+}
+
+static void tdp_zap_test_exit(struct kunit *test)
+{
+	struct tdp_zap_test *ctx = test->priv;
+	struct kvm_mmu *mmu;
+	int i;
+
+	if (!ctx)
+		return;
+	if (ctx->kvm && ctx->kvm->arch.tdp_mmu_enabled) {
+		/*
+		 * Whatever a failed test left behind: the workers may still
+		 * own roots, so let them finish before the puts below.
+		 */
+		if (ctx->kvm->arch.tdp_mmu_zap_pool) {
+			mutex_lock(&ctx->kvm->slots_lock);
+			kvm_tdp_mmu_zap_invalidated_roots(ctx->kvm);
+			mutex_unlock(&ctx->kvm->slots_lock);
+		}
+		/* Roots freed under the test's feet have been reported. */
+		write_lock(&ctx->kvm->mmu_lock);
+		for (i = 0; i < ARRAY_SIZE(ctx->held); i++) {
+			if (ctx->held[i] &&
+			    tdp_zap_test_root_count(ctx->kvm, ctx->held[i]) > 0)
+				kvm_tdp_mmu_put_root(ctx->kvm, ctx->held[i],
+						     false);
+		}
+		write_unlock(&ctx->kvm->mmu_lock);
+		mmu = &ctx->vcpu->arch.root_mmu;
+		if (ctx->mmu_created && VALID_PAGE(mmu->root.hpa) &&
+		    tdp_zap_test_root_count(ctx->kvm,
+					    to_shadow_page(mmu->root.hpa)) < 0)
+			mmu->root.hpa = INVALID_PAGE;
+		/* vCPU destruction, then VM destruction: workers stop there. */
+		if (ctx->mmu_created)
+			kvm_mmu_destroy(ctx->vcpu);
+		kvm_mmu_uninit_tdp_mmu(ctx->kvm);
+	}
+	WRITE_ONCE(tdp_mmu_zap_wq, ctx->saved_zap_wq);
+	kvfree(ctx->vcpu);
+	kvfree(ctx->kvm);
+}
+
+/* The pool, created by the calling thread as KVM_CREATE_VM would. */
+static struct kvm_tdp_zap_pool *tdp_zap_test_create_pool(struct kunit *test)
+{
+	struct tdp_zap_test *ctx = test->priv;
+
+	KUNIT_ASSERT_EQ(test, kvm_tdp_mmu_create_zap_pool(ctx->kvm), 0);
+	KUNIT_ASSERT_NOT_NULL(test, ctx->kvm->arch.tdp_mmu_zap_pool);
+	return ctx->kvm->arch.tdp_mmu_zap_pool;
+}
+
+/* Enough shadow pages and headers for a root or one 4 KiB mapping. */
+static void tdp_zap_test_topup(struct kunit *test)
+{
+	struct kvm_vcpu *vcpu = ((struct tdp_zap_test *)test->priv)->vcpu;
+
+	KUNIT_ASSERT_EQ(test,
+			kvm_mmu_topup_memory_cache(&vcpu->arch.mmu_page_header_cache,
+						   PT64_ROOT_MAX_LEVEL), 0);
+	KUNIT_ASSERT_EQ(test,
+			kvm_mmu_topup_memory_cache(&vcpu->arch.mmu_shadow_page_cache,
+						   PT64_ROOT_MAX_LEVEL), 0);
+}
+
+/*
+ * Give the vCPU a root as mmu_alloc_direct_roots() does (the vCPU holds a
+ * reference, the TDP MMU another).  Caller holds mmu_lock for write.
+ */
+static struct kvm_mmu_page *tdp_zap_test_load_root_locked(struct tdp_zap_test *ctx)
+{
+	struct kvm_mmu *mmu = ctx->vcpu->arch.mmu;
+
+	lockdep_assert_held_write(&ctx->kvm->mmu_lock);
+	mmu->root.hpa = kvm_tdp_mmu_get_vcpu_root_hpa(ctx->vcpu);
+	mmu->root.pgd = 0;
+	return to_shadow_page(mmu->root.hpa);
+}
+
+static struct kvm_mmu_page *tdp_zap_test_load_root(struct kunit *test)
+{
+	struct tdp_zap_test *ctx = test->priv;
+	struct kvm_mmu_page *root;
+
+	tdp_zap_test_topup(test);
+	write_lock(&ctx->kvm->mmu_lock);
+	root = tdp_zap_test_load_root_locked(ctx);
+	write_unlock(&ctx->kvm->mmu_lock);
+	KUNIT_ASSERT_EQ(test, tdp_zap_test_root_count(ctx->kvm, root), 2);
+	return root;
+}
+
+/*
+ * Install a 4 KiB SPTE for @gfn in the vCPU's root through the TDP MMU's
+ * fault handler, with mmu_lock held for read as a vCPU fault holds it.
+ */
+static void tdp_zap_test_map(struct kunit *test, gfn_t gfn)
+{
+	struct tdp_zap_test *ctx = test->priv;
+	struct kvm_page_fault fault = {
+		.addr = gfn_to_gpa(gfn),
+		.is_tdp = true,
+		.max_level = PG_LEVEL_4K,
+		.req_level = PG_LEVEL_4K,
+		.goal_level = PG_LEVEL_4K,
+		.gfn = gfn,
+		.slot = &ctx->slot,
+		.pfn = page_to_pfn(ZERO_PAGE(0)),
+		.map_writable = false,
+	};
+	int r;
+
+	KUNIT_ASSERT_LT(test, gfn, tdp_mmu_max_gfn_exclusive());
+	tdp_zap_test_topup(test);
+	read_lock(&ctx->kvm->mmu_lock);
+	r = kvm_tdp_mmu_map(ctx->vcpu, &fault);
+	read_unlock(&ctx->kvm->mmu_lock);
+	KUNIT_ASSERT_EQ(test, r, RET_PF_FIXED);
+}
+
+static gfn_t tdp_zap_test_gfn(int gib, int chunk, gfn_t offset)
+{
+	return (gfn_t)gib * TDP_ZAP_TEST_GIB + chunk * TDP_ZAP_CHUNK_GFNS +
+	       offset;
+}
+
+/* What kvm_mmu_zap_all_fast() asks of the TDP MMU, in two steps. */
+static void tdp_zap_test_invalidate(struct tdp_zap_test *ctx)
+{
+	write_lock(&ctx->kvm->mmu_lock);
+	kvm_tdp_mmu_invalidate_all_roots(ctx->kvm);
+	write_unlock(&ctx->kvm->mmu_lock);
+}
+
+static void tdp_zap_test_flush(struct tdp_zap_test *ctx)
+{
+	mutex_lock(&ctx->kvm->slots_lock);
+	kvm_tdp_mmu_zap_invalidated_roots(ctx->kvm);
+	mutex_unlock(&ctx->kvm->slots_lock);
+}
+
+/* The vCPU hands its reference on its current root to the test. */
+static void tdp_zap_test_hold_vcpu_root(struct tdp_zap_test *ctx, int slot)
+{
+	struct kvm_mmu *mmu = ctx->vcpu->arch.mmu;
+
+	ctx->held[slot] = to_shadow_page(mmu->root.hpa);
+	mmu->root.hpa = INVALID_PAGE;
+}
+
+/* Put the test's reference on ctx->held[@slot], if the root is still there. */
+static void tdp_zap_test_put_held(struct tdp_zap_test *ctx, int slot)
+{
+	struct kvm_mmu_page *root = ctx->held[slot];
+
+	ctx->held[slot] = NULL;
+	write_lock(&ctx->kvm->mmu_lock);
+	if (root && tdp_zap_test_root_count(ctx->kvm, root) > 0)
+		kvm_tdp_mmu_put_root(ctx->kvm, root, false);
+	write_unlock(&ctx->kvm->mmu_lock);
+}
+
+/* How many times @root is on the pool's list (-1: the list is corrupted). */
+static int tdp_zap_test_nr_queued(struct kvm_tdp_zap_pool *pool,
+				  struct kvm_mmu_page *root)
+{
+	struct list_head *pos;
+	int n = 0, seen = 0;
+
+	spin_lock(&pool->lock);
+	list_for_each(pos, &pool->roots) {
+		if (++seen > TDP_ZAP_TEST_MAX_LIST) {
+			n = -1;
+			break;
+		}
+		if (pos == &root->tdp_mmu_zap_link)
+			n++;
+	}
+	spin_unlock(&pool->lock);
+	return n;
+}
+
+static bool tdp_zap_test_pool_empty(struct kvm_tdp_zap_pool *pool)
+{
+	bool empty;
+
+	spin_lock(&pool->lock);
+	empty = list_empty(&pool->roots);
+	spin_unlock(&pool->lock);
+	return empty;
+}
+
+/* Zap chunks and final passes the workers counted, on all CPUs. */
+static unsigned long tdp_zap_test_nr_zaps(struct kvm_tdp_zap_pool *pool)
+{
+	unsigned long sum = 0;
+	int cpu;
+
+	for_each_possible_cpu(cpu)
+		sum += *per_cpu_ptr(pool->nr_zaps, cpu);
+	return sum;
+}
+
+/* Present entries in @root's own page table. */
+static int tdp_zap_test_present(struct kvm_mmu_page *root)
+{
+	int i, n = 0;
+
+	rcu_read_lock();
+	for (i = 0; i < SPTE_ENT_PER_PAGE; i++)
+		n += is_shadow_present_pte(kvm_tdp_mmu_read_spte((tdp_ptep_t)root->spt + i));
+	rcu_read_unlock();
+	return n;
+}
+
+static long tdp_zap_test_pages_4k(struct kvm *kvm)
+{
+	return atomic64_read(&kvm->stat.pages_4k);
+}
+
+/*
+ * Every SPTE below @root is gone: the 4 KiB leaves (page stats), every
+ * non-root page table (tdp_mmu_pages) and every entry of the root itself.
+ * @root must be listed (the caller checked its count).
+ */
+static void tdp_zap_test_expect_zapped(struct kunit *test,
+				       struct kvm_mmu_page *root)
+{
+	struct kvm *kvm = ((struct tdp_zap_test *)test->priv)->kvm;
+
+	KUNIT_EXPECT_EQ(test, tdp_zap_test_pages_4k(kvm), 0L);
+	KUNIT_EXPECT_TRUE(test, list_empty(&kvm->arch.tdp_mmu_pages));
+	KUNIT_EXPECT_EQ(test, tdp_zap_test_present(root), 0);
+}
+
+/*
+ * Scheduling: kvm_tdp_mmu_invalidate_all_roots() hands a root to the pool
+ * on its valid => invalid transition only.  With mmu_lock held for write
+ * (the workers, kicked, wait for it) the test invalidates twice, creates a
+ * second root and invalidates again: the pool's list must hold each root
+ * exactly once.  After the flush each had exactly one final pass and the
+ * pool's reference on each was put once; invalidating again after the
+ * zap queues nothing.
+ */
+static void tdp_zap_test_queue_once(struct kunit *test)
+{
+	struct tdp_zap_test *ctx = test->priv;
+	struct kvm_tdp_zap_pool *pool = tdp_zap_test_create_pool(test);
+	struct kvm_mmu_page *a, *b;
+	int a_once, a_twice, a_third, b_once, len;
+	bool a_invalid, b_valid;
+	unsigned long zaps;
+
+	a = tdp_zap_test_load_root(test);
+	tdp_zap_test_map(test, tdp_zap_test_gfn(0, 0, 1));
+	tdp_zap_test_map(test, tdp_zap_test_gfn(1, 3, 7));
+	zaps = tdp_zap_test_nr_zaps(pool);
+
+	tdp_zap_test_topup(test);
+	write_lock(&ctx->kvm->mmu_lock);
+	kvm_tdp_mmu_invalidate_all_roots(ctx->kvm);
+	a_once = tdp_zap_test_nr_queued(pool, a);
+	a_invalid = a->role.invalid;
+	kvm_tdp_mmu_invalidate_all_roots(ctx->kvm);
+	a_twice = tdp_zap_test_nr_queued(pool, a);
+	/* The vCPU moves on to a new root; the test keeps its old one. */
+	tdp_zap_test_hold_vcpu_root(ctx, 0);
+	b = tdp_zap_test_load_root_locked(ctx);
+	b_valid = !b->role.invalid && b != a;
+	kvm_tdp_mmu_invalidate_all_roots(ctx->kvm);
+	a_third = tdp_zap_test_nr_queued(pool, a);
+	b_once = tdp_zap_test_nr_queued(pool, b);
+	len = a_third + b_once;
+	write_unlock(&ctx->kvm->mmu_lock);
+
+	KUNIT_EXPECT_TRUE(test, a_invalid);
+	KUNIT_EXPECT_EQ(test, a_once, 1);
+	KUNIT_EXPECT_EQ_MSG(test, a_twice, 1,
+			    "an invalid root was handed over again");
+	KUNIT_EXPECT_TRUE(test, b_valid);
+	KUNIT_EXPECT_EQ(test, a_third, 1);
+	KUNIT_EXPECT_EQ(test, b_once, 1);
+	KUNIT_EXPECT_EQ(test, len, 2);
+
+	tdp_zap_test_flush(ctx);
+	KUNIT_EXPECT_TRUE(test, tdp_zap_test_pool_empty(pool));
+	/* The test's reference on a, the vCPU's on b: nothing else. */
+	KUNIT_ASSERT_EQ(test, tdp_zap_test_root_count(ctx->kvm, a), 1);
+	KUNIT_ASSERT_EQ(test, tdp_zap_test_root_count(ctx->kvm, b), 1);
+	/*
+	 * a has two 1 GiB-level tables, so 2 GiB of chunks to zap; b has
+	 * none and all its chunks are skipped; one final pass each.
+	 */
+	KUNIT_EXPECT_EQ(test, tdp_zap_test_nr_zaps(pool) - zaps,
+			2UL * TDP_ZAP_TEST_CHUNKS_PER_GIB + 2);
+	tdp_zap_test_expect_zapped(test, a);
+
+	/* Both are invalid already: nothing to hand over, nothing to put. */
+	zaps = tdp_zap_test_nr_zaps(pool);
+	tdp_zap_test_invalidate(ctx);
+	KUNIT_EXPECT_EQ(test, tdp_zap_test_nr_queued(pool, a), 0);
+	KUNIT_EXPECT_EQ(test, tdp_zap_test_nr_queued(pool, b), 0);
+	tdp_zap_test_flush(ctx);
+	KUNIT_EXPECT_EQ(test, tdp_zap_test_nr_zaps(pool), zaps);
+	KUNIT_EXPECT_EQ(test, tdp_zap_test_root_count(ctx->kvm, a), 1);
+	KUNIT_EXPECT_EQ(test, tdp_zap_test_root_count(ctx->kvm, b), 1);
+
+	/* The last references: both roots leave tdp_mmu_roots. */
+	tdp_zap_test_put_held(ctx, 0);
+	kvm_mmu_unload(ctx->vcpu);
+	KUNIT_EXPECT_EQ(test, tdp_zap_test_root_count(ctx->kvm, a), -1);
+	KUNIT_EXPECT_EQ(test, tdp_zap_test_root_count(ctx->kvm, b), -1);
+	KUNIT_EXPECT_TRUE(test, list_empty(&ctx->kvm->arch.tdp_mmu_roots));
+}
+
+/*
+ * Flush semantics: when kvm_tdp_mmu_zap_invalidated_roots() returns, the
+ * invalidated root has no SPTE left, it is off the pool's list and the
+ * pool's reference was put exactly once.  The vCPU still holds its own:
+ * the root survives with a count of exactly one and stays reachable in
+ * tdp_mmu_roots (by mmu_notifiers) until the vCPU puts it.
+ */
+static void tdp_zap_test_flush_vcpu_ref(struct kunit *test)
+{
+	struct tdp_zap_test *ctx = test->priv;
+	struct kvm_tdp_zap_pool *pool = tdp_zap_test_create_pool(test);
+	struct kvm_mmu_page *root;
+	int gib, chunk, n = 0;
+
+	root = tdp_zap_test_load_root(test);
+	for (gib = 0; gib < 3; gib++)
+		for (chunk = 0; chunk < TDP_ZAP_TEST_CHUNKS_PER_GIB; chunk += 5, n++)
+			tdp_zap_test_map(test, tdp_zap_test_gfn(gib, chunk, 512 * gib + chunk));
+	KUNIT_ASSERT_EQ(test, tdp_zap_test_pages_4k(ctx->kvm), (long)n);
+	KUNIT_ASSERT_GT(test, tdp_zap_test_present(root), 0);
+
+	tdp_zap_test_invalidate(ctx);
+	tdp_zap_test_flush(ctx);
+
+	KUNIT_EXPECT_TRUE(test, tdp_zap_test_pool_empty(pool));
+	KUNIT_ASSERT_EQ_MSG(test, tdp_zap_test_root_count(ctx->kvm, root), 1,
+			    "the pool's reference was not put exactly once");
+	KUNIT_EXPECT_TRUE(test, root->role.invalid);
+	tdp_zap_test_expect_zapped(test, root);
+
+	/* The vCPU's put is the last one: the root is freed. */
+	kvm_mmu_unload(ctx->vcpu);
+	KUNIT_EXPECT_EQ(test, tdp_zap_test_root_count(ctx->kvm, root), -1);
+	KUNIT_EXPECT_TRUE(test, list_empty(&ctx->kvm->arch.tdp_mmu_roots));
+}
+
+/*
+ * The same with only the TDP MMU's reference left when the root is
+ * invalidated (the vCPU unloaded it): the worker's final pass puts the
+ * last reference, so the root is gone from tdp_mmu_roots once the flush
+ * returns, with every SPTE zapped first.
+ */
+static void tdp_zap_test_flush_last_ref(struct kunit *test)
+{
+	struct tdp_zap_test *ctx = test->priv;
+	struct kvm_tdp_zap_pool *pool = tdp_zap_test_create_pool(test);
+	struct kvm_mmu_page *root;
+
+	root = tdp_zap_test_load_root(test);
+	tdp_zap_test_map(test, tdp_zap_test_gfn(0, 1, 0));
+	tdp_zap_test_map(test, tdp_zap_test_gfn(2, 15, 511));
+	kvm_mmu_unload(ctx->vcpu);
+	KUNIT_ASSERT_EQ(test, tdp_zap_test_root_count(ctx->kvm, root), 1);
+	KUNIT_ASSERT_EQ(test, tdp_zap_test_pages_4k(ctx->kvm), 2L);
+
+	tdp_zap_test_invalidate(ctx);
+	tdp_zap_test_flush(ctx);
+
+	KUNIT_EXPECT_TRUE(test, tdp_zap_test_pool_empty(pool));
+	KUNIT_EXPECT_EQ(test, tdp_zap_test_root_count(ctx->kvm, root), -1);
+	KUNIT_EXPECT_TRUE(test, list_empty(&ctx->kvm->arch.tdp_mmu_roots));
+	KUNIT_EXPECT_EQ(test, tdp_zap_test_pages_4k(ctx->kvm), 0L);
+	KUNIT_EXPECT_TRUE(test, list_empty(&ctx->kvm->arch.tdp_mmu_pages));
+}
+
+/*
+ * Chunking, with as many workers as the test thread has CPUs (two under
+ * make kunit): a root mapped in every 64 MiB chunk of one GiB and in a few
+ * other GiBs is zapped completely.  Every chunk is counted done once
+ * (tdp_mmu_zap_done == number of chunks), and the workers zapped exactly
+ * the chunks under the 1 GiB-level tables plus one final pass: a chunk
+ * zapped twice, or two final passes, would count more.  Three rounds, so
+ * the workers race for chunks more than once.
+ */
+static void tdp_zap_test_chunks(struct kunit *test)
+{
+	static const int gibs[] = { 2, 5, 9 };
+	struct tdp_zap_test *ctx = test->priv;
+	struct kvm_tdp_zap_pool *pool = tdp_zap_test_create_pool(test);
+	long nr = tdp_mmu_zap_nr_chunks();
+	unsigned long zaps, want;
+	struct kvm_mmu_page *root;
+	int round, chunk, i, n;
+
+	KUNIT_EXPECT_EQ(test, pool->nr_workers,
+			min_t(int, cpumask_weight(current->cpus_ptr),
+			      TDP_ZAP_MAX_WORKERS));
+	if (pool->nr_workers < 2)
+		kunit_info(test, "one worker only: no race for chunks\n");
+	/* The GiBs used below are all below the root's last chunk. */
+	KUNIT_ASSERT_GT(test, nr,
+			(long)(TDP_ZAP_TEST_MAX_GIB * TDP_ZAP_TEST_CHUNKS_PER_GIB));
+
+	for (round = 0; round < 3; round++) {
+		root = tdp_zap_test_load_root(test);
+		n = 0;
+		for (chunk = 0; chunk < TDP_ZAP_TEST_CHUNKS_PER_GIB; chunk++, n++)
+			tdp_zap_test_map(test, tdp_zap_test_gfn(0, chunk, round));
+		for (i = 0; i < ARRAY_SIZE(gibs); i++, n++)
+			tdp_zap_test_map(test, tdp_zap_test_gfn(gibs[i] + round, i, 0));
+		KUNIT_ASSERT_EQ(test, tdp_zap_test_pages_4k(ctx->kvm), (long)n);
+		want = (1 + ARRAY_SIZE(gibs)) * TDP_ZAP_TEST_CHUNKS_PER_GIB + 1;
+		zaps = tdp_zap_test_nr_zaps(pool);
+
+		tdp_zap_test_invalidate(ctx);
+		tdp_zap_test_flush(ctx);
+
+		KUNIT_ASSERT_EQ(test, tdp_zap_test_root_count(ctx->kvm, root), 1);
+		KUNIT_EXPECT_EQ(test, atomic_long_read(&root->tdp_mmu_zap_next), nr);
+		KUNIT_EXPECT_EQ(test, atomic_long_read(&root->tdp_mmu_zap_done), nr);
+		KUNIT_EXPECT_EQ(test, tdp_zap_test_nr_zaps(pool) - zaps, want);
+		KUNIT_EXPECT_TRUE(test, tdp_zap_test_pool_empty(pool));
+		tdp_zap_test_expect_zapped(test, root);
+		kvm_mmu_unload(ctx->vcpu);
+		KUNIT_EXPECT_EQ(test, tdp_zap_test_root_count(ctx->kvm, root), -1);
+	}
+
+	/* Where the work went: both CPUs share it only if both were free. */
+	kunit_info(test, "%d-level roots, %ld chunks, %d workers\n",
+		   ctx->vcpu->arch.mmu->root_role.level, nr, pool->nr_workers);
+	for_each_possible_cpu(i)
+		kunit_info(test, "cpu%d: %lu zap items\n", i,
+			   *per_cpu_ptr(pool->nr_zaps, i));
+}
+
+/* A thread playing the VMM: it creates the VM's pool on one CPU. */
+struct tdp_zap_test_creator {
+	struct kvm *kvm;
+	int cpu;
+	struct sched_attr attr;
+	int ret;
+	struct completion done;
+};
+
+static int tdp_zap_test_creator_fn(void *data)
+{
+	struct tdp_zap_test_creator *c = data;
+
+	c->ret = set_cpus_allowed_ptr(current, cpumask_of(c->cpu));
+	if (!c->ret)
+		c->ret = sched_setattr_nocheck(current, &c->attr);
+	if (!c->ret)
+		c->ret = kvm_tdp_mmu_create_zap_pool(c->kvm);
+	/* @c lives on the test's stack: not touched after this. */
+	complete(&c->done);
+	return 0;
+}
+
+/* Have a thread confined to @cpu with @attr create the VM's pool. */
+static struct kvm_tdp_zap_pool *
+tdp_zap_test_create_pool_confined(struct kunit *test, int cpu,
+				  const struct sched_attr *attr)
+{
+	struct tdp_zap_test *ctx = test->priv;
+	struct tdp_zap_test_creator c = {
+		.kvm = ctx->kvm,
+		.cpu = cpu,
+		.attr = *attr,
+	};
+	struct task_struct *task;
+
+	init_completion(&c.done);
+	task = kthread_run(tdp_zap_test_creator_fn, &c, "kvm-tdp-zap-test");
+	KUNIT_ASSERT_FALSE(test, IS_ERR(task));
+	wait_for_completion(&c.done);
+	KUNIT_ASSERT_EQ(test, c.ret, 0);
+	KUNIT_ASSERT_NOT_NULL(test, ctx->kvm->arch.tdp_mmu_zap_pool);
+	return ctx->kvm->arch.tdp_mmu_zap_pool;
+}
+
+/*
+ * Zap one root on a pool confined to @cpu: all the zap work (chunks and
+ * the final pass) is counted on @cpu, and kvm_tdp_mmu_show_zap_cpus()
+ * (debugfs tdp_mmu_zap_cpus) says so.
+ */
+static void tdp_zap_test_expect_work_on(struct kunit *test,
+					struct kvm_tdp_zap_pool *pool, int cpu)
+{
+	struct tdp_zap_test *ctx = test->priv;
+	struct seq_file m = { .size = PAGE_SIZE };
+	struct kvm_mmu_page *root;
+	char *want;
+	int c, len;
+
+	m.buf = kunit_kzalloc(test, PAGE_SIZE, GFP_KERNEL);
+	want = kunit_kzalloc(test, PAGE_SIZE, GFP_KERNEL);
+	KUNIT_ASSERT_NOT_NULL(test, m.buf);
+	KUNIT_ASSERT_NOT_NULL(test, want);
+
+	root = tdp_zap_test_load_root(test);
+	tdp_zap_test_map(test, tdp_zap_test_gfn(0, 2, 0));
+	tdp_zap_test_map(test, tdp_zap_test_gfn(3, 4, 0));
+	tdp_zap_test_invalidate(ctx);
+	tdp_zap_test_flush(ctx);
+	KUNIT_EXPECT_TRUE(test, tdp_zap_test_pool_empty(pool));
+	KUNIT_EXPECT_EQ(test, tdp_zap_test_root_count(ctx->kvm, root), 1);
+	KUNIT_EXPECT_EQ(test, tdp_zap_test_pages_4k(ctx->kvm), 0L);
+
+	len = scnprintf(want, PAGE_SIZE, "workers %d\n", pool->nr_workers);
+	for_each_possible_cpu(c) {
+		unsigned long n = *per_cpu_ptr(pool->nr_zaps, c);
+
+		if (c == cpu)
+			KUNIT_EXPECT_EQ(test, n,
+					2UL * TDP_ZAP_TEST_CHUNKS_PER_GIB + 1);
+		else
+			KUNIT_EXPECT_EQ_MSG(test, n, 0UL,
+					    "zap work ran on CPU %d", c);
+		len += scnprintf(want + len, PAGE_SIZE - len, "cpu%d %lu\n",
+				 c, n);
+	}
+	kvm_tdp_mmu_show_zap_cpus(&m, ctx->kvm);
+	KUNIT_EXPECT_LT(test, m.count, m.size);
+	m.buf[min(m.count, m.size - 1)] = '\0';
+	KUNIT_EXPECT_STREQ(test, m.buf, want);
+}
+
+static void tdp_zap_test_expect_confined(struct kunit *test,
+					 struct kvm_tdp_zap_pool *pool, int cpu)
+{
+	int i;
+
+	KUNIT_EXPECT_EQ(test, pool->nr_workers, 1);
+	for (i = 0; i < pool->nr_workers; i++)
+		KUNIT_EXPECT_TRUE(test,
+				  cpumask_equal(pool->workers[i].worker->task->cpus_ptr,
+						cpumask_of(cpu)));
+}
+
+/*
+ * Confinement: a VMM thread allowed on one CPU only, at nice 7, gets one
+ * worker, allowed on that CPU only, at nice 7 (SCHED_NORMAL), and every
+ * bit of the zap runs there.
+ */
+static void tdp_zap_test_confine_nice(struct kunit *test)
+{
+	const struct sched_attr attr = {
+		.size = sizeof(attr),
+		.sched_policy = SCHED_NORMAL,
+		.sched_nice = TDP_ZAP_TEST_NICE,
+	};
+	int cpu = cpumask_last(cpu_online_mask);
+	struct kvm_tdp_zap_pool *pool;
+	struct task_struct *task;
+
+	pool = tdp_zap_test_create_pool_confined(test, cpu, &attr);
+	tdp_zap_test_expect_confined(test, pool, cpu);
+	task = pool->workers[0].worker->task;
+	KUNIT_EXPECT_EQ(test, task->policy, SCHED_NORMAL);
+	KUNIT_EXPECT_EQ(test, task_nice(task), TDP_ZAP_TEST_NICE);
+	tdp_zap_test_expect_work_on(test, pool, cpu);
+}
+
+/* The same for a SCHED_FIFO VMM thread: its workers get its RT priority. */
+static void tdp_zap_test_confine_fifo(struct kunit *test)
+{
+	const struct sched_attr attr = {
+		.size = sizeof(attr),
+		.sched_policy = SCHED_FIFO,
+		.sched_priority = TDP_ZAP_TEST_RT_PRIO,
+	};
+	int cpu = cpumask_first(cpu_online_mask);
+	struct kvm_tdp_zap_pool *pool;
+	struct task_struct *task;
+
+	pool = tdp_zap_test_create_pool_confined(test, cpu, &attr);
+	tdp_zap_test_expect_confined(test, pool, cpu);
+	task = pool->workers[0].worker->task;
+	KUNIT_EXPECT_EQ(test, task->policy, SCHED_FIFO);
+	KUNIT_EXPECT_EQ(test, task->rt_priority, (unsigned int)TDP_ZAP_TEST_RT_PRIO);
+	tdp_zap_test_expect_work_on(test, pool, cpu);
+}
+
+/*
+ * kvm.tdp_mmu_zap_wq=N when the VM is created: no pool, no workers, an
+ * empty tdp_mmu_zap_cpus, and the invalidated root is marked for and
+ * zapped by the distro's synchronous zap in kvm_tdp_mmu_zap_invalidated_roots(),
+ * which puts the TDP MMU's reference once.
+ */
+static void tdp_zap_test_sync(struct kunit *test)
+{
+	struct tdp_zap_test *ctx = test->priv;
+	struct seq_file m = { .size = PAGE_SIZE };
+	struct kvm_mmu_page *root;
+
+	m.buf = kunit_kzalloc(test, PAGE_SIZE, GFP_KERNEL);
+	KUNIT_ASSERT_NOT_NULL(test, m.buf);
+
+	WRITE_ONCE(tdp_mmu_zap_wq, false);
+	KUNIT_ASSERT_EQ(test, kvm_tdp_mmu_create_zap_pool(ctx->kvm), 0);
+	KUNIT_ASSERT_NULL(test, ctx->kvm->arch.tdp_mmu_zap_pool);
+	kvm_tdp_mmu_show_zap_cpus(&m, ctx->kvm);
+	KUNIT_EXPECT_EQ(test, m.count, (size_t)0);
+
+	root = tdp_zap_test_load_root(test);
+	tdp_zap_test_map(test, tdp_zap_test_gfn(0, 0, 0));
+	tdp_zap_test_map(test, tdp_zap_test_gfn(4, 9, 3));
+
+	tdp_zap_test_invalidate(ctx);
+	KUNIT_EXPECT_TRUE(test, root->role.invalid);
+	KUNIT_EXPECT_TRUE(test, root->tdp_mmu_scheduled_root_to_zap);
+	/* Nothing happens until the flush: no worker took it. */
+	KUNIT_EXPECT_EQ(test, tdp_zap_test_pages_4k(ctx->kvm), 2L);
+	KUNIT_EXPECT_EQ(test, tdp_zap_test_root_count(ctx->kvm, root), 2);
+
+	tdp_zap_test_flush(ctx);
+	KUNIT_ASSERT_EQ(test, tdp_zap_test_root_count(ctx->kvm, root), 1);
+	KUNIT_EXPECT_FALSE(test, root->tdp_mmu_scheduled_root_to_zap);
+	tdp_zap_test_expect_zapped(test, root);
+}
+
+static struct kunit_case tdp_zap_test_cases[] = {
+	KUNIT_CASE(tdp_zap_test_queue_once),
+	KUNIT_CASE(tdp_zap_test_flush_vcpu_ref),
+	KUNIT_CASE(tdp_zap_test_flush_last_ref),
+	KUNIT_CASE(tdp_zap_test_chunks),
+	KUNIT_CASE(tdp_zap_test_confine_nice),
+	KUNIT_CASE(tdp_zap_test_confine_fifo),
+	KUNIT_CASE(tdp_zap_test_sync),
+	{}
+};
+
+static struct kunit_suite tdp_zap_test_suite = {
+	.name = "kvm_tdp_mmu_zap",
+	.init = tdp_zap_test_init,
+	.exit = tdp_zap_test_exit,
+	.test_cases = tdp_zap_test_cases,
+};
+
+kunit_test_suite(tdp_zap_test_suite);
