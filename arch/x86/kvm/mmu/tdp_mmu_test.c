@@ -138,7 +138,7 @@ static void tdp_zap_test_exit(struct kunit *test)
 		 */
 		if (ctx->kvm->arch.tdp_mmu_zap_pool) {
 			mutex_lock(&ctx->kvm->slots_lock);
-			kvm_tdp_mmu_zap_invalidated_roots(ctx->kvm);
+			kvm_tdp_mmu_zap_invalidated_roots(ctx->kvm, 0, -1ULL);
 			mutex_unlock(&ctx->kvm->slots_lock);
 		}
 		/* Roots freed under the test's feet have been reported. */
@@ -249,19 +249,39 @@ static gfn_t tdp_zap_test_gfn(int gib, int chunk, gfn_t offset)
 	       offset;
 }
 
-/* What kvm_mmu_zap_all_fast() asks of the TDP MMU, in two steps. */
+/*
+ * What kvm_mmu_zap_all_fast() asks of the TDP MMU, in two steps, for the
+ * whole gfn space (the NX huge page parameter, VM destruction) or, as
+ * for a memslot deletion, for gfns [@start, @end).  Both with slots_lock
+ * held, as kvm_mmu_zap_all_fast() holds it; the invalidation with
+ * mmu_lock held for write, the wait without it.
+ */
+static void tdp_zap_test_invalidate_range(struct tdp_zap_test *ctx,
+					  gfn_t start, gfn_t end)
+{
+	mutex_lock(&ctx->kvm->slots_lock);
+	write_lock(&ctx->kvm->mmu_lock);
+	kvm_tdp_mmu_invalidate_all_roots(ctx->kvm, start, end);
+	write_unlock(&ctx->kvm->mmu_lock);
+	mutex_unlock(&ctx->kvm->slots_lock);
+}
+
+static void tdp_zap_test_wait_range(struct tdp_zap_test *ctx, gfn_t start,
+				    gfn_t end)
+{
+	mutex_lock(&ctx->kvm->slots_lock);
+	kvm_tdp_mmu_zap_invalidated_roots(ctx->kvm, start, end);
+	mutex_unlock(&ctx->kvm->slots_lock);
+}
+
 static void tdp_zap_test_invalidate(struct tdp_zap_test *ctx)
 {
-	write_lock(&ctx->kvm->mmu_lock);
-	kvm_tdp_mmu_invalidate_all_roots(ctx->kvm);
-	write_unlock(&ctx->kvm->mmu_lock);
+	tdp_zap_test_invalidate_range(ctx, 0, -1ULL);
 }
 
 static void tdp_zap_test_flush(struct tdp_zap_test *ctx)
 {
-	mutex_lock(&ctx->kvm->slots_lock);
-	kvm_tdp_mmu_zap_invalidated_roots(ctx->kvm);
-	mutex_unlock(&ctx->kvm->slots_lock);
+	tdp_zap_test_wait_range(ctx, 0, -1ULL);
 }
 
 /* The vCPU hands its reference on its current root to the test. */
@@ -382,21 +402,23 @@ static void tdp_zap_test_queue_once(struct kunit *test)
 	zaps = tdp_zap_test_nr_zaps(pool);
 
 	tdp_zap_test_topup(test);
+	mutex_lock(&ctx->kvm->slots_lock);
 	write_lock(&ctx->kvm->mmu_lock);
-	kvm_tdp_mmu_invalidate_all_roots(ctx->kvm);
+	kvm_tdp_mmu_invalidate_all_roots(ctx->kvm, 0, -1ULL);
 	a_once = tdp_zap_test_nr_queued(pool, a);
 	a_invalid = a->role.invalid;
-	kvm_tdp_mmu_invalidate_all_roots(ctx->kvm);
+	kvm_tdp_mmu_invalidate_all_roots(ctx->kvm, 0, -1ULL);
 	a_twice = tdp_zap_test_nr_queued(pool, a);
 	/* The vCPU moves on to a new root; the test keeps its old one. */
 	tdp_zap_test_hold_vcpu_root(ctx, 0);
 	b = tdp_zap_test_load_root_locked(ctx);
 	b_valid = !b->role.invalid && b != a;
-	kvm_tdp_mmu_invalidate_all_roots(ctx->kvm);
+	kvm_tdp_mmu_invalidate_all_roots(ctx->kvm, 0, -1ULL);
 	a_third = tdp_zap_test_nr_queued(pool, a);
 	b_once = tdp_zap_test_nr_queued(pool, b);
 	len = a_third + b_once;
 	write_unlock(&ctx->kvm->mmu_lock);
+	mutex_unlock(&ctx->kvm->slots_lock);
 
 	KUNIT_EXPECT_TRUE(test, a_invalid);
 	KUNIT_EXPECT_EQ(test, a_once, 1);
@@ -517,22 +539,24 @@ static void tdp_zap_test_chunks(struct kunit *test)
 	static const int gibs[] = { 2, 5, 9 };
 	struct tdp_zap_test *ctx = test->priv;
 	struct kvm_tdp_zap_pool *pool = tdp_zap_test_create_pool(test);
-	long nr = tdp_mmu_zap_nr_chunks();
 	unsigned long zaps, want;
 	struct kvm_mmu_page *root;
 	int round, chunk, i, n;
+	long nr = 0;
 
 	KUNIT_EXPECT_EQ(test, pool->nr_workers,
 			min_t(int, cpumask_weight(current->cpus_ptr),
 			      TDP_ZAP_MAX_WORKERS));
 	if (pool->nr_workers < 2)
 		kunit_info(test, "one worker only: no race for chunks\n");
-	/* The GiBs used below are all below the root's last chunk. */
-	KUNIT_ASSERT_GT(test, nr,
-			(long)(TDP_ZAP_TEST_MAX_GIB * TDP_ZAP_TEST_CHUNKS_PER_GIB));
 
 	for (round = 0; round < 3; round++) {
 		root = tdp_zap_test_load_root(test);
+		nr = tdp_mmu_zap_nr_chunks(root);
+		/* The GiBs used below are all below the root's last chunk. */
+		KUNIT_ASSERT_GT(test, nr,
+				(long)(TDP_ZAP_TEST_MAX_GIB *
+				       TDP_ZAP_TEST_CHUNKS_PER_GIB));
 		n = 0;
 		for (chunk = 0; chunk < TDP_ZAP_TEST_CHUNKS_PER_GIB; chunk++, n++)
 			tdp_zap_test_map(test, tdp_zap_test_gfn(0, chunk, round));
@@ -749,6 +773,135 @@ static void tdp_zap_test_sync(struct kunit *test)
 	tdp_zap_test_expect_zapped(test, root);
 }
 
+/* Present 4 KiB leaves of @root for gfns [@start, @end), read under RCU. */
+static int tdp_zap_test_leaves(struct kvm_mmu_page *root, gfn_t start,
+			       gfn_t end)
+{
+	struct tdp_iter iter;
+	int n = 0;
+
+	rcu_read_lock();
+	for_each_tdp_pte_min_level(iter, root, PG_LEVEL_4K, start, end)
+		n += iter.level == PG_LEVEL_4K &&
+		     is_shadow_present_pte(iter.old_spte);
+	rcu_read_unlock();
+	return n;
+}
+
+/*
+ * A memslot deletion's wait: the chunks over the deleted gfns come first
+ * in the root's claim order and are the root's urgent ones (checked while
+ * mmu_lock, held for write, keeps the workers out), and when the wait for
+ * that range returns none of its SPTEs is left, whatever the workers did
+ * with the rest.  The full flush afterwards leaves nothing.
+ */
+static void tdp_zap_test_urgent_range(struct kunit *test)
+{
+	struct tdp_zap_test *ctx = test->priv;
+	struct kvm_tdp_zap_pool *pool = tdp_zap_test_create_pool(test);
+	gfn_t start = tdp_zap_test_gfn(3, 5, 100);
+	gfn_t end = tdp_zap_test_gfn(3, 7, 3);
+	long first, urgent, urgent_done, next;
+	struct kvm_mmu_page *root;
+	u64 seq, root_seq;
+	int i;
+
+	root = tdp_zap_test_load_root(test);
+	/* In the range: its first and last page, and pages in between. */
+	tdp_zap_test_map(test, start);
+	tdp_zap_test_map(test, end - 1);
+	for (i = 0; i < 8; i++)
+		tdp_zap_test_map(test, start + 1 + i * 4096);
+	/* Outside it: in the same chunks and far away. */
+	tdp_zap_test_map(test, start - 1);
+	tdp_zap_test_map(test, end);
+	tdp_zap_test_map(test, tdp_zap_test_gfn(0, 0, 0));
+	tdp_zap_test_map(test, tdp_zap_test_gfn(9, 15, 511));
+	KUNIT_ASSERT_EQ(test, tdp_zap_test_leaves(root, start, end), 10);
+
+	mutex_lock(&ctx->kvm->slots_lock);
+	write_lock(&ctx->kvm->mmu_lock);
+	kvm_tdp_mmu_invalidate_all_roots(ctx->kvm, start, end);
+	first = root->tdp_mmu_zap_first;
+	urgent = root->tdp_mmu_zap_urgent;
+	urgent_done = atomic_long_read(&root->tdp_mmu_zap_urgent_done);
+	next = atomic_long_read(&root->tdp_mmu_zap_next);
+	root_seq = root->tdp_mmu_zap_seq;
+	seq = pool->seq;
+	write_unlock(&ctx->kvm->mmu_lock);
+	mutex_unlock(&ctx->kvm->slots_lock);
+
+	/* GiB 3, chunks 5 to 7 of it: claimed first, the waiter's three. */
+	KUNIT_EXPECT_EQ(test, first, (long)(3 * TDP_ZAP_TEST_CHUNKS_PER_GIB + 5));
+	KUNIT_EXPECT_EQ(test, urgent, 3L);
+	KUNIT_EXPECT_EQ(test, urgent_done, 0L);
+	KUNIT_EXPECT_EQ(test, next, 0L);
+	KUNIT_EXPECT_EQ(test, root_seq, seq);
+
+	tdp_zap_test_wait_range(ctx, start, end);
+	KUNIT_EXPECT_EQ_MSG(test, tdp_zap_test_leaves(root, start, end), 0,
+			    "SPTEs of the deleted range survived the wait");
+	KUNIT_EXPECT_EQ(test, atomic_long_read(&root->tdp_mmu_zap_urgent_done),
+			urgent);
+
+	tdp_zap_test_flush(ctx);
+	KUNIT_EXPECT_TRUE(test, tdp_zap_test_pool_empty(pool));
+	KUNIT_ASSERT_EQ(test, tdp_zap_test_root_count(ctx->kvm, root), 1);
+	tdp_zap_test_expect_zapped(test, root);
+}
+
+/*
+ * A root left over from an earlier invalidation, whose waiter needed
+ * another range, may still map the new range anywhere: a wait for the new
+ * range finishes it completely.  The first root maps both ranges; it is
+ * invalidated for range A, the vCPU moves to a second root, which maps
+ * range B and is invalidated for B; after the wait for B the first root
+ * must be off the pool's list with nothing mapped, whether or not the
+ * workers had finished it before.
+ */
+static void tdp_zap_test_urgent_older(struct kunit *test)
+{
+	struct tdp_zap_test *ctx = test->priv;
+	struct kvm_tdp_zap_pool *pool = tdp_zap_test_create_pool(test);
+	gfn_t a = tdp_zap_test_gfn(1, 0, 0), b = tdp_zap_test_gfn(6, 2, 0);
+	struct kvm_mmu_page *r1, *r2;
+	int i;
+
+	r1 = tdp_zap_test_load_root(test);
+	for (i = 0; i < 4; i++) {
+		tdp_zap_test_map(test, a + i);
+		tdp_zap_test_map(test, b + i);
+	}
+	for (i = 0; i < TDP_ZAP_TEST_CHUNKS_PER_GIB; i++)
+		tdp_zap_test_map(test, tdp_zap_test_gfn(10, i, 0));
+
+	tdp_zap_test_topup(test);
+	mutex_lock(&ctx->kvm->slots_lock);
+	write_lock(&ctx->kvm->mmu_lock);
+	kvm_tdp_mmu_invalidate_all_roots(ctx->kvm, a, a + 4);
+	tdp_zap_test_hold_vcpu_root(ctx, 0);
+	r2 = tdp_zap_test_load_root_locked(ctx);
+	write_unlock(&ctx->kvm->mmu_lock);
+	for (i = 0; i < 4; i++)
+		tdp_zap_test_map(test, b + i);
+	write_lock(&ctx->kvm->mmu_lock);
+	kvm_tdp_mmu_invalidate_all_roots(ctx->kvm, b, b + 4);
+	write_unlock(&ctx->kvm->mmu_lock);
+	kvm_tdp_mmu_zap_invalidated_roots(ctx->kvm, b, b + 4);
+	mutex_unlock(&ctx->kvm->slots_lock);
+
+	KUNIT_EXPECT_EQ(test, tdp_zap_test_nr_queued(pool, r1), 0);
+	KUNIT_ASSERT_EQ(test, tdp_zap_test_root_count(ctx->kvm, r1), 1);
+	KUNIT_EXPECT_EQ(test, tdp_zap_test_present(r1), 0);
+	KUNIT_EXPECT_EQ(test, tdp_zap_test_leaves(r2, b, b + 4), 0);
+
+	tdp_zap_test_flush(ctx);
+	KUNIT_ASSERT_EQ(test, tdp_zap_test_root_count(ctx->kvm, r2), 1);
+	tdp_zap_test_expect_zapped(test, r2);
+	tdp_zap_test_put_held(ctx, 0);
+	KUNIT_EXPECT_EQ(test, tdp_zap_test_root_count(ctx->kvm, r1), -1);
+}
+
 static struct kunit_case tdp_zap_test_cases[] = {
 	KUNIT_CASE(tdp_zap_test_queue_once),
 	KUNIT_CASE(tdp_zap_test_flush_vcpu_ref),
@@ -757,6 +910,8 @@ static struct kunit_case tdp_zap_test_cases[] = {
 	KUNIT_CASE(tdp_zap_test_confine_nice),
 	KUNIT_CASE(tdp_zap_test_confine_fifo),
 	KUNIT_CASE(tdp_zap_test_sync),
+	KUNIT_CASE(tdp_zap_test_urgent_range),
+	KUNIT_CASE(tdp_zap_test_urgent_older),
 	{}
 };
 
