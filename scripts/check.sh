@@ -35,7 +35,8 @@
 # debug"; NO_KUNIT=1 and NO_DEBUG=1 drop one), KBP_ACCEL=tcg|kvm (default:
 # kvm when /dev/kvm boots the test VM, else tcg), KBP_TIMEOUT (seconds for the
 # whole VM run of a tier), KBP_ONLY=<list file> (only that list of our
-# selftests, no upstream ones).
+# selftests, no upstream ones), KBP_TCG_THREADS=multi (make bench on
+# multi-threaded TCG).
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 
@@ -155,7 +156,7 @@ make_initramfs() {
 
 	# KBP_ONLY=<list>: run just that list of our tests (for development).
 	if [ "$mode" = bench ]; then
-		cp "$LISTS/bench.list" "$RD/lists/backport.list"
+		cp "${KBP_ONLY:-$LISTS/bench.list}" "$RD/lists/backport.list"
 	else
 		cp "${KBP_ONLY:-$LISTS/backport.list}" "$RD/lists/backport.list"
 	fi
@@ -255,12 +256,15 @@ pick_accel() {
 		fi
 	fi
 	# Multi-threaded TCG was seen to wedge the whole VM (no sysrq answer)
-	# when a SCHED_FIFO vCPU thread is killed while its nested guest spins;
-	# one host thread for both guest CPUs is slower but dependable.
-	# Benchmarks need the guest's two CPUs to really run in parallel, and
-	# do not kill real-time vCPU threads.
+	# when a SCHED_FIFO vCPU thread is killed while its nested guest spins,
+	# and, in benchmarks, to triple-fault nested guests on the stock
+	# modules as on ours and to reset the whole VM; one host thread for
+	# both guest CPUs is slower but dependable.  KBP_TCG_THREADS=multi
+	# lets benchmarks try it anyway.
 	if [ "$ACCEL" = tcg ]; then
-		[ "$MODE" = bench ] && ACCEL=tcg,thread=multi || ACCEL=tcg,thread=single
+		ACCEL=tcg,thread=single
+		[ "$MODE" != bench ] || [ "${KBP_TCG_THREADS:-}" != multi ] ||
+			ACCEL=tcg,thread=multi
 	fi
 }
 
