@@ -57,6 +57,7 @@
 #include "processor.h"
 #include "apf_guest.h"
 #include "fd_passing.h"
+#include "kvm_trace.h"
 #include "test_util.h"
 
 #define TEST_SLOT	1
@@ -66,8 +67,6 @@
 #define VMM_PAGES	4
 #define VMM_CPU		1
 #define OBSERVER_CPU	0
-
-#define TRACE_DIR	"/sys/kernel/debug/tracing"
 
 /*
  * Guest counters, read back by the host.  The handlers update them behind
@@ -246,20 +245,11 @@ static const char * const apf_events[] = {
 
 static void apf_trace(const char *val)
 {
-	char path[128];
 	unsigned int i;
-	int fd;
 
-	for (i = 0; i < ARRAY_SIZE(apf_events); i++) {
-		snprintf(path, sizeof(path), TRACE_DIR "/events/kvm/%s/enable",
-			 apf_events[i]);
-		fd = open(path, O_WRONLY);
-		if (fd < 0)
-			continue;
-		if (write(fd, val, 1) != 1)
-			pr_info("cannot write %s\n", path);
-		close(fd);
-	}
+	for (i = 0; i < ARRAY_SIZE(apf_events); i++)
+		if (trace_set(apf_events[i], val))
+			pr_info("cannot set %s to %s\n", apf_events[i], val);
 }
 
 static void apf_trace_off(void)
@@ -474,29 +464,19 @@ static void vmm_child(int sock, bool share_vm)
 	TEST_FAIL("the guest left its wait for page ready");
 }
 
-#define TRACE_ENABLE	TRACE_DIR "/events/kvm/kvm_async_pf_completed/enable"
-
 static void trace_disable(void)
 {
-	int fd = open(TRACE_ENABLE, O_WRONLY);
-
-	if (fd >= 0) {
-		if (write(fd, "0", 1) != 1)
-			pr_info("cannot disable kvm_async_pf_completed\n");
-		close(fd);
-	}
+	if (trace_set("kvm_async_pf_completed", "0"))
+		pr_info("cannot disable kvm_async_pf_completed\n");
 }
 
 /* The tracepoint every async #PF worker hits when it is done. */
 static int trace_open(void)
 {
-	int fd;
-
-	fd = open(TRACE_ENABLE, O_WRONLY);
-	if (fd < 0)
+	if (access(TRACE_DIR "/events/kvm/kvm_async_pf_completed/enable", F_OK))
 		return -1;
-	TEST_ASSERT(write(fd, "1", 1) == 1, "cannot enable kvm_async_pf_completed");
-	close(fd);
+	TEST_ASSERT(!trace_set("kvm_async_pf_completed", "1"),
+		    "cannot enable kvm_async_pf_completed");
 	atexit(trace_disable);
 	return open(TRACE_DIR "/trace_pipe", O_RDONLY | O_NONBLOCK);
 }

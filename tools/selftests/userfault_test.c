@@ -55,10 +55,10 @@
 #include "processor.h"
 #include "apf_guest.h"
 #include "fd_passing.h"
+#include "kvm_trace.h"
 
 #define TEST_SLOT	1
 #define TEST_GPA	0x40000000ULL
-#define TRACE_DIR	"/sys/kernel/debug/tracing"
 
 /* guest_code()'s flags */
 #define G_APF		BIT(0)	/* enable paravirtual async #PF */
@@ -449,20 +449,6 @@ static int test_sync(uint64_t nr_pages)
 }
 
 /* ---- async ----------------------------------------------------------- */
-
-static int trace_set(const char *event, const char *val)
-{
-	char path[128];
-	int fd, ret;
-
-	snprintf(path, sizeof(path), TRACE_DIR "/events/kvm/%s/enable", event);
-	fd = open(path, O_WRONLY);
-	if (fd < 0)
-		return -1;
-	ret = write(fd, val, 1) == 1 ? 0 : -1;
-	close(fd);
-	return ret;
-}
 
 /* Count the lines of the trace buffer that have all of @words. */
 static uint64_t trace_count(const char *w1, const char *w2)
