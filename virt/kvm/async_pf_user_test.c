@@ -229,6 +229,65 @@ static void apf_user_test_wrapped(struct kunit *test)
 	apf_test_expect_all_taken_back(test);
 }
 
+/*
+ * Setting up a user item changes nothing the guest can see: "not present"
+ * is owed, not injected, and no gfn is marked outstanding.  At the next
+ * entry a vCPU that cannot take an async #PF drops the item, and its
+ * token is then stale.  This one is in SMM (which the checks look at
+ * before anything this made-up vCPU lacks).
+ */
+static void apf_user_test_deferred(struct kunit *test)
+{
+	struct apf_test *ctx = test->priv;
+	struct kvm_vcpu *vcpu = ctx->vcpu;
+	u32 token = apf_user_token(vcpu, 13);
+	struct kvm_async_pf *apf;
+
+	apf = apf_user_queue(test, token, KVM_ASYNC_PF_USER);
+	KUNIT_EXPECT_TRUE(test, apf->notpresent_pending);
+	KUNIT_EXPECT_FALSE(test, apf->notpresent_injected);
+	KUNIT_EXPECT_FALSE(test, kvm_find_async_pf_gfn(vcpu, apf->arch.gfn));
+
+	vcpu->arch.hflags |= HF_SMM_MASK;
+	kvm_async_pf_user_not_present(vcpu);
+	vcpu->arch.hflags &= ~HF_SMM_MASK;
+	apf_test_expect_all_taken_back(test);
+	KUNIT_EXPECT_EQ(test, kvm_async_pf_user_ready(vcpu, token), -ESTALE);
+
+	/* Nothing is owed any more: a second entry finds nothing to do. */
+	kvm_async_pf_user_not_present(vcpu);
+	apf_test_expect_all_taken_back(test);
+}
+
+/*
+ * READY before the vCPU ran again: the guest never heard of the item, so
+ * it gets neither "not present" nor "page ready".  The entry drops the
+ * item from the done list too; so does the completion path when it runs
+ * first (it would otherwise try to send "page ready" for a gfn that was
+ * never marked outstanding).
+ */
+static void apf_user_test_ready_before_entry(struct kunit *test)
+{
+	struct apf_test *ctx = test->priv;
+	struct kvm_vcpu *vcpu = ctx->vcpu;
+	u32 token = apf_user_token(vcpu, 14);
+	struct kvm_async_pf *apf;
+
+	apf = apf_user_queue(test, token, KVM_ASYNC_PF_USER);
+	KUNIT_EXPECT_EQ(test, kvm_async_pf_user_ready(vcpu, token), 0);
+	KUNIT_EXPECT_TRUE(test, apf_test_on_done_list(ctx, apf));
+	kvm_async_pf_user_not_present(vcpu);
+	apf_test_expect_all_taken_back(test);
+	KUNIT_EXPECT_EQ(test, kvm_async_pf_user_ready(vcpu, token), -ESTALE);
+
+	token = apf_user_token(vcpu, 15);
+	apf = apf_user_queue(test, token, KVM_ASYNC_PF_USER);
+	KUNIT_EXPECT_EQ(test, kvm_async_pf_user_ready(vcpu, token), 0);
+	kvm_check_async_pf_completion(vcpu);
+	apf_test_expect_all_taken_back(test);
+	KUNIT_EXPECT_EQ(test, kvm_async_pf_user_ready(vcpu, token), -ESTALE);
+}
+
 static struct kunit_case apf_user_test_cases[] = {
 	KUNIT_CASE(apf_user_test_ready),
 	KUNIT_CASE(apf_user_test_bad_tokens),
@@ -236,6 +295,8 @@ static struct kunit_case apf_user_test_cases[] = {
 	KUNIT_CASE(apf_user_test_kernel_token),
 	KUNIT_CASE(apf_user_test_teardown),
 	KUNIT_CASE(apf_user_test_wrapped),
+	KUNIT_CASE(apf_user_test_deferred),
+	KUNIT_CASE(apf_user_test_ready_before_entry),
 	{}
 };
 
