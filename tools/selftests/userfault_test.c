@@ -34,6 +34,44 @@
  *	kvm.ko at the end, whose kmem_cache_destroy() reports any async #PF
  *	item left over).
  *
+ *   userfault_test state OP [pages]
+ *	As async, with the VMM doing OP to the vCPU at every page's first
+ *	async exit, before it runs the vCPU again: regs (GET and SET of the
+ *	same REGS), sregs, events (SREGS and VCPU_EVENTS saved and restored
+ *	in QEMU's order, without KVM_CAP_EXCEPTION_PAYLOAD), msrs (the async
+ *	#PF MSRs written back), apf-cycle (MSR_KVM_ASYNC_PF_EN off and on
+ *	again: the token is dropped, READY gets ESTALE), fpu (FPU and XSAVE),
+ *	lapic, migrate and migrate-payload (the vCPU saved and loaded into a
+ *	fresh VM on the same memory, without and with exception payload),
+ *	smm (the vCPU put into SMM with KVM_SET_VCPU_EVENTS: the token is
+ *	dropped, the access exits synchronously, and the VMM takes the vCPU
+ *	out of SMM again there), ready-first (the page provided and READY
+ *	called before the vCPU runs again: the guest is told nothing).
+ *	On 6.1 sregs, events, msrs, fpu and lapic did not lose the pending
+ *	"not present" even before it was deferred to the entry; they stay
+ *	as checks that it is delivered, once, whatever the VMM does.
+ *	The guest asserts that every "not present" carries a new token of
+ *	its own, that it gets "page ready" for each within a time limit, and
+ *	that a genuine #PF taken afterwards sees no async #PF flag and its
+ *	own address in CR2.
+ *
+ *   userfault_test pt [pages [async]]
+ *	The guest reads the marked pages through a guest page table that is
+ *	itself a marked page of the slot: the first exit must name the page
+ *	table (KVM must not read it before the VMM provided it, whether the
+ *	hardware or KVM's own walker walks the guest's tables, i.e. with
+ *	TDP or shadow paging), then each data page.  With "async", the data
+ *	pages go through userspace async #PF, and at the second page's exit
+ *	the VMM marks the table again (as not fetched): the guest's retry
+ *	must exit on the table once more, a synchronous exit with no token
+ *	when KVM walks the tables itself.
+ *
+ *   userfault_test nested [pages]
+ *	An L2 guest on nested paging (SVM's NPT, set up by L1) reads the
+ *	marked pages; the last-level table of L1's nested page tables for
+ *	them is itself a marked page.  KVM walks L1's tables itself here:
+ *	the first exit must name that table, then each data page.
+ *
  *   userfault_test bench [pages [delay_ms]]
  *	Not a test: prints the share of fault-wait time the vCPU spent
  *	running guest work, synchronous exits vs userspace async #PF.
@@ -53,6 +91,7 @@
 
 #include "kvm_util.h"
 #include "processor.h"
+#include "svm_util.h"
 #include "apf_guest.h"
 #include "fd_passing.h"
 #include "kvm_trace.h"
@@ -63,6 +102,10 @@
 /* guest_code()'s flags */
 #define G_APF		BIT(0)	/* enable paravirtual async #PF */
 #define G_MASKED	BIT(1)	/* touch one more page with IF=0 */
+#define G_GENUINE	BIT(2)	/* take a genuine #PF at the end */
+
+/* Mapped nowhere in the guest's page tables: a read there is a #PF. */
+#define GENUINE_PF_GVA	0x7f0000000000ULL
 
 #define STAGE_PASS2	1
 #define STAGE_MASKED	2
@@ -76,6 +119,17 @@ static uint64_t nr_worked, work_done;
  * handler's work loop.
  */
 static uint64_t access_tsc, busy_tsc;
+/*
+ * The last token a "not present" carried (the host resets it when it
+ * moves the vCPU to a new VM, whose tokens start over), and how long a
+ * handler may wait for "page ready" before the guest gives up (0: for
+ * ever).
+ */
+static uint64_t last_token, wait_limit_tsc;
+/* What the genuine #PF saw: the async #PF flags, and CR2. */
+static uint64_t nr_genuine, genuine_flags, genuine_cr2;
+/* Where the guest reads its test pages: TEST_GPA, or PT_GVA in pt mode. */
+static uint64_t read_base = TEST_GPA;
 
 static uint64_t page_value(uint64_t page)
 {
@@ -95,18 +149,43 @@ static inline void guest_work(void)
 static void guest_pf_handler(struct ex_regs *regs)
 {
 	uint32_t token = guest_apf_token();
-	uint64_t before = READ_ONCE(work_done), start;
+	uint64_t before = READ_ONCE(work_done), start, cr2;
+
+	asm volatile("mov %%cr2, %0" : "=r"(cr2));
+	if (cr2 == GENUINE_PF_GVA) {
+		/*
+		 * The guest's own #PF, from KVM_ASM_SAFE: a stale "not
+		 * present" left in the data area would show here, where a
+		 * Linux guest would take this #PF for an async one.
+		 */
+		genuine_flags = apf_data.flags;
+		genuine_cr2 = cr2;
+		nr_genuine++;
+		GUEST_ASSERT_2(regs->r9 == KVM_EXCEPTION_MAGIC &&
+			       regs->rip == regs->r10, regs->rip, genuine_cr2);
+		regs->rip = regs->r11;
+		regs->r9 = regs->vector;
+		return;
+	}
 
 	GUEST_ASSERT_2(apf_data.flags == KVM_PV_REASON_PAGE_NOT_PRESENT,
 		       apf_data.flags, regs->rip);
+	/* A new token of this vCPU (0): not one delivered before. */
+	GUEST_ASSERT_2(token > last_token && !(token & 0xfff), token,
+		       last_token);
+	last_token = token;
 	apf_data.flags = 0;
 	nr_not_present++;
 	guest_apf_wait_begin();
 
 	start = rdtsc();
 	asm volatile("sti");
-	while (!guest_apf_take_ready(token))
+	while (!guest_apf_take_ready(token)) {
 		guest_work();
+		GUEST_ASSERT_2(!wait_limit_tsc ||
+			       rdtsc() - start < wait_limit_tsc, token,
+			       regs->rip);
+	}
 	asm volatile("cli");
 	busy_tsc += rdtsc() - start;
 	guest_apf_wait_end();
@@ -117,7 +196,7 @@ static void guest_pf_handler(struct ex_regs *regs)
 
 static uint64_t guest_read(uint64_t page)
 {
-	return READ_ONCE(*(uint64_t *)(TEST_GPA + page * PAGE_SIZE));
+	return READ_ONCE(*(uint64_t *)(read_base + page * PAGE_SIZE));
 }
 
 static void guest_code(uint64_t apf_gpa, uint64_t nr_pages, uint64_t flags)
@@ -150,6 +229,17 @@ static void guest_code(uint64_t apf_gpa, uint64_t nr_pages, uint64_t flags)
 		GUEST_ASSERT_2(val == page_value(nr_pages), nr_pages, val);
 	}
 
+	if (flags & G_GENUINE) {
+		uint8_t vector;
+
+		vector = kvm_asm_safe("cmpb $0, (%[gva])",
+				      [gva] "r"(GENUINE_PF_GVA));
+		GUEST_ASSERT_2(vector == PF_VECTOR && nr_genuine == 1, vector,
+			       nr_genuine);
+		GUEST_ASSERT_2(!genuine_flags && genuine_cr2 == GENUINE_PF_GVA,
+			       genuine_flags, genuine_cr2);
+	}
+
 	if (flags & G_APF)
 		wrmsr(MSR_KVM_ASYNC_PF_EN, 0);
 	GUEST_DONE();
@@ -157,12 +247,24 @@ static void guest_code(uint64_t apf_gpa, uint64_t nr_pages, uint64_t flags)
 
 /* ---- the VMM side --------------------------------------------------- */
 
+struct fault;
+
 struct uf_vm {
 	struct kvm_vm *vm;
 	struct kvm_vcpu *vcpu;
 	uint64_t nr_pages;	/* the guest's pages, plus one for G_MASKED */
 	uint8_t *bitmap;
 	uint8_t *mem;		/* host view of the slot */
+	/*
+	 * Called at every async exit before the vCPU runs again; false if
+	 * the token is not to be completed (the item was dropped).
+	 */
+	bool (*at_async_exit)(struct uf_vm *u, struct fault *f);
+	/* Called at every synchronous exit, before the page is provided. */
+	void (*at_sync_exit)(struct uf_vm *u, struct fault *f);
+	/* pt and nested modes: the slot's page that is a page table, or ~0. */
+	uint64_t pt_page;
+	uint64_t pt_flags;	/* of its entries */
 };
 
 static int set_userfault_region(struct kvm_vm *vm,
@@ -184,13 +286,16 @@ static struct kvm_userfault_memory_region uf_region(struct uf_vm *u)
 	return uf;
 }
 
-static void uf_vm_create(struct uf_vm *u, uint64_t nr_pages, uint64_t flags)
+static void uf_vm_create_code(struct uf_vm *u, uint64_t nr_pages,
+			      void *code)
 {
 	struct kvm_userfault_memory_region uf;
 
 	memset(u, 0, sizeof(*u));
 	u->nr_pages = nr_pages + 1;
-	u->vm = vm_create_with_one_vcpu(&u->vcpu, guest_code);
+	u->pt_page = ~0ULL;
+	u->pt_flags = PTE_PRESENT_MASK | PTE_WRITABLE_MASK;
+	u->vm = vm_create_with_one_vcpu(&u->vcpu, code);
 	vm_init_descriptor_tables(u->vm);
 	vcpu_init_descriptor_tables(u->vcpu);
 	vm_install_exception_handler(u->vm, PF_VECTOR, guest_pf_handler);
@@ -209,7 +314,11 @@ static void uf_vm_create(struct uf_vm *u, uint64_t nr_pages, uint64_t flags)
 	TEST_ASSERT(!set_userfault_region(u->vm, &uf),
 		    "KVM_SET_USERFAULT_MEMORY_REGION failed: %s",
 		    strerror(errno));
+}
 
+static void uf_vm_create(struct uf_vm *u, uint64_t nr_pages, uint64_t flags)
+{
+	uf_vm_create_code(u, nr_pages, guest_code);
 	vcpu_args_set(u->vcpu, 3, addr_gva2gpa(u->vm, (vm_vaddr_t)&apf_data),
 		      nr_pages, flags);
 }
@@ -220,14 +329,19 @@ static void uf_vm_free(struct uf_vm *u)
 	free(u->bitmap);
 }
 
-/* "Fetch" page @page: fill it, then let the guest at it. */
+/*
+ * "Fetch" page @page: fill it, then let the guest at it.  In pt mode the
+ * page table's contents map the data pages.
+ */
 static void resolve_page(struct uf_vm *u, uint64_t page)
 {
 	uint64_t *p = (uint64_t *)(u->mem + page * PAGE_SIZE);
 	size_t i;
 
 	for (i = 0; i < PAGE_SIZE / sizeof(*p); i++)
-		p[i] = page_value(page);
+		p[i] = page != u->pt_page ? page_value(page) :
+		       i >= u->pt_page ? 0 :
+		       (TEST_GPA + i * PAGE_SIZE) | u->pt_flags;
 	__atomic_fetch_and(&u->bitmap[page / 8], (uint8_t)~(1u << (page % 8)),
 			   __ATOMIC_RELEASE);
 }
@@ -270,6 +384,7 @@ struct resolver {
 	unsigned int head, tail;
 	bool stop;
 	uint64_t resolved;
+	unsigned int completed;	/* tokens READY was called for */
 };
 
 static void resolver_push(struct resolver *r, struct fault *f)
@@ -294,6 +409,23 @@ static void resolve_after_delay(struct resolver *r, struct fault *f)
 	pthread_mutex_unlock(&r->lock);
 }
 
+/*
+ * Wait (up to 20 s) until the guest was told "not present" for @token.
+ * A READY that came before the vCPU's next entry would make KVM drop the
+ * item instead, which is right but not what these flows test: how long
+ * the vCPU thread takes to get back into KVM_RUN is up to the host's
+ * scheduler, under software emulation more than ever.  The state mode's
+ * ready-first case tests that path on purpose.
+ */
+static void resolver_wait_delivered(struct resolver *r, uint64_t token)
+{
+	uint64_t *last = addr_gva2hva(r->u->vm, (vm_vaddr_t)&last_token);
+	int i;
+
+	for (i = 0; i < 20000 && READ_ONCE(*last) != token; i++)
+		usleep(1000);
+}
+
 static void *resolver_thread(void *arg)
 {
 	struct resolver *r = arg;
@@ -310,11 +442,13 @@ static void *resolver_thread(void *arg)
 		pthread_mutex_unlock(&r->lock);
 
 		resolve_after_delay(r, &f);
+		resolver_wait_delivered(r, f.token);
 		ret = async_pf_ready(r->u->vcpu, f.token, 0);
 		TEST_ASSERT(!ret, "KVM_ASYNC_PF_USER_READY(%#lx) failed: %s",
 			    f.token, strerror(errno));
 
 		pthread_mutex_lock(&r->lock);
+		r->completed++;
 	}
 	pthread_mutex_unlock(&r->lock);
 	return NULL;
@@ -331,16 +465,18 @@ struct run_stats {
  * here, after @r's delay; async ones go to the resolver and the vCPU
  * runs again at once.
  */
-static void run_guest(struct uf_vm *u, struct resolver *r,
-		      struct run_stats *s)
+static void uf_run_guest(struct uf_vm *u, struct resolver *r,
+			 struct run_stats *s)
 {
-	struct kvm_run *run = u->vcpu->run;
 	bool pass2 = false, masked = false;
+	struct kvm_run *run;
 	struct ucall uc;
 	struct fault f;
 	int ret;
 
 	for (;;) {
+		/* at_async_exit() may have moved the vCPU to another VM. */
+		run = u->vcpu->run;
 		ret = _vcpu_run(u->vcpu);
 		if (ret) {
 			TEST_ASSERT(errno == EFAULT &&
@@ -363,7 +499,8 @@ static void run_guest(struct uf_vm *u, struct resolver *r,
 			     KVM_MEMORY_EXIT_FLAG_ASYNC_PF_USER)) {
 				TEST_ASSERT(f.token, "async exit without token");
 				s->async_exits++;
-				resolver_push(r, &f);
+				if (!u->at_async_exit || u->at_async_exit(u, &f))
+					resolver_push(r, &f);
 				continue;
 			}
 			TEST_ASSERT(run->memory_fault.flags ==
@@ -373,6 +510,8 @@ static void run_guest(struct uf_vm *u, struct resolver *r,
 				    run->memory_fault.flags,
 				    run->memory_fault.token);
 			s->sync_exits++;
+			if (u->at_sync_exit)
+				u->at_sync_exit(u, &f);
 			resolve_after_delay(r, &f);
 			continue;
 		}
@@ -419,6 +558,21 @@ static void resolver_stop(struct resolver *r, pthread_t thread)
 	pthread_join(thread, NULL);
 }
 
+/* Wait until the resolver has completed every token it was given. */
+static void resolver_wait_idle(struct resolver *r)
+{
+	bool idle;
+
+	for (;;) {
+		pthread_mutex_lock(&r->lock);
+		idle = r->completed == r->tail;
+		pthread_mutex_unlock(&r->lock);
+		if (idle)
+			return;
+		usleep(1000);
+	}
+}
+
 /* ---- sync ------------------------------------------------------------ */
 
 static int test_sync(uint64_t nr_pages)
@@ -433,7 +587,7 @@ static int test_sync(uint64_t nr_pages)
 	uf_vm_create(&u, nr_pages, 0);
 	vm_mem_region_set_flags(u.vm, TEST_SLOT, KVM_MEM_LOG_DIRTY_PAGES);
 	resolver_start(&r, &thread, &u, 0);
-	run_guest(&u, &r, &s);
+	uf_run_guest(&u, &r, &s);
 	resolver_stop(&r, thread);
 
 	pr_info("%lu pages: %lu synchronous userfault exits, %lu on the second pass\n",
@@ -505,7 +659,7 @@ static int test_async(uint64_t nr_pages, unsigned int delay_ms)
 	uf_vm_create(&u, nr_pages, G_APF | G_MASKED);
 	vm_enable_cap(u.vm, KVM_CAP_ASYNC_PF_USER, 0);
 	resolver_start(&r, &thread, &u, delay_ms);
-	run_guest(&u, &r, &s);
+	uf_run_guest(&u, &r, &s);
 	resolver_stop(&r, thread);
 	guest_counters(u.vm);
 
@@ -692,7 +846,7 @@ static int test_bad_input(void)
 
 	/* The VM still works: finish the guest, async exits and all. */
 	resolver_start(&r, &thread, &u, 1);
-	run_guest(&u, &r, &s);
+	uf_run_guest(&u, &r, &s);
 	resolver_stop(&r, thread);
 	guest_counters(u.vm);
 	TEST_ASSERT(nr_ready == nr_not_present && !nr_ready_overflow &&
@@ -775,6 +929,538 @@ static int test_teardown(void)
 	return 0;
 }
 
+/* ---- pt: a guest page table in the userfault slot -------------------- */
+
+/* A 2 MiB region of guest virtual addresses, mapped by pt mode only. */
+#define PT_GVA	0xc0000000ULL
+
+static uint64_t *pt_entry(struct kvm_vm *vm, uint64_t table_gpa, int level)
+{
+	uint64_t *table = addr_gpa2hva(vm, table_gpa);
+
+	return &table[(PT_GVA >> (PAGE_SHIFT + 9 * (level - 1))) & 511];
+}
+
+/*
+ * Point the page directory entry of PT_GVA at page @page of the slot, as
+ * the last-level table of the region.  The library builds the levels
+ * above it (4-level paging) when it maps one page there.
+ */
+static void pt_install(struct uf_vm *u, uint64_t page)
+{
+	uint64_t table = u->vm->pgd, *e;
+	int level;
+
+	virt_pg_map(u->vm, PT_GVA, TEST_GPA);
+	for (level = 4; level > 2; level--) {
+		e = pt_entry(u->vm, table, level);
+		TEST_ASSERT(*e & PTE_PRESENT_MASK, "no level %d entry", level);
+		table = *e & PHYSICAL_PAGE_MASK;
+	}
+	e = pt_entry(u->vm, table, 2);
+	*e = (TEST_GPA + page * PAGE_SIZE) | PTE_PRESENT_MASK |
+	     PTE_WRITABLE_MASK;
+	u->pt_page = page;
+}
+
+static struct {
+	struct resolver *r;
+	uint64_t first_exit;
+	unsigned int table_exits;
+	bool remarked;
+} pt_run;
+
+static void pt_at_sync_exit(struct uf_vm *u, struct fault *f)
+{
+	if (pt_run.first_exit == ~0ULL)
+		pt_run.first_exit = f->page;
+	pt_run.table_exits += f->page == u->pt_page;
+}
+
+/*
+ * Mark the page table again, as a VMM that lost it would: a new bitmap
+ * with its bit set, which makes KVM drop the slot's mappings, so that the
+ * guest's next walk of the table faults again.
+ */
+static void pt_remark(struct uf_vm *u)
+{
+	size_t size = DIV_ROUND_UP(u->nr_pages, 8);
+	struct kvm_userfault_memory_region uf;
+	uint8_t *old = u->bitmap;
+
+	/* Not while the resolver may clear a bit in the old bitmap. */
+	resolver_wait_idle(pt_run.r);
+	u->bitmap = malloc(size);
+	TEST_ASSERT(u->bitmap, "out of memory");
+	memcpy(u->bitmap, old, size);
+	u->bitmap[u->pt_page / 8] |= 1u << (u->pt_page % 8);
+	uf = uf_region(u);
+	TEST_ASSERT(!set_userfault_region(u->vm, &uf),
+		    "KVM_SET_USERFAULT_MEMORY_REGION: %s", strerror(errno));
+	free(old);
+	pt_run.remarked = true;
+}
+
+static bool pt_at_async_exit(struct uf_vm *u, struct fault *f)
+{
+	pt_at_sync_exit(u, f);
+	if (f->page == 1 && !pt_run.remarked)
+		pt_remark(u);
+	return true;
+}
+
+static int test_pt(uint64_t nr_pages, bool async)
+{
+	unsigned int table_exits = async ? 2 : 1;
+	struct run_stats s = { 0 };
+	struct resolver r;
+	pthread_t thread;
+	struct uf_vm u;
+
+	if (async)
+		TEST_REQUIRE(kvm_check_cap(KVM_CAP_ASYNC_PF_USER) == 1);
+	memset(&pt_run, 0, sizeof(pt_run));
+	pt_run.first_exit = ~0ULL;
+
+	/* The extra page of the slot is the page table. */
+	uf_vm_create(&u, nr_pages, async ? G_APF : 0);
+	pt_install(&u, nr_pages);
+	u.at_sync_exit = pt_at_sync_exit;
+	if (async) {
+		u.at_async_exit = pt_at_async_exit;
+		vm_enable_cap(u.vm, KVM_CAP_ASYNC_PF_USER, 0);
+	}
+	read_base = PT_GVA;
+	sync_global_to_guest(u.vm, read_base);
+
+	resolver_start(&r, &thread, &u, 0);
+	pt_run.r = &r;
+	uf_run_guest(&u, &r, &s);
+	resolver_stop(&r, thread);
+
+	pr_info("%lu pages through a marked page table, %s: %lu sync and %lu async exits, %u at the table (page %lu), the first at page %lu\n",
+		nr_pages, kvm_is_tdp_enabled() ? "TDP" : "shadow paging",
+		s.sync_exits, s.async_exits, pt_run.table_exits, u.pt_page,
+		pt_run.first_exit);
+	TEST_ASSERT(pt_run.first_exit == u.pt_page,
+		    "first exit at page %lu, not at the page table (%lu)",
+		    pt_run.first_exit, u.pt_page);
+	TEST_ASSERT(pt_run.table_exits == table_exits &&
+		    s.sync_exits + s.async_exits == nr_pages + table_exits &&
+		    (async || !s.async_exits) && !s.pass2_exits,
+		    "%lu sync, %lu async exits (%u at the table), %lu on the second pass, for %lu pages",
+		    s.sync_exits, s.async_exits, pt_run.table_exits,
+		    s.pass2_exits, nr_pages);
+	/*
+	 * KVM's own walk exits synchronously even where the data pages go
+	 * async (uf_run_guest() checks that such an exit has no token).
+	 */
+	TEST_ASSERT(!async || kvm_is_tdp_enabled() ||
+		    s.sync_exits == table_exits,
+		    "shadow paging: %lu sync exits, expected %u at the table",
+		    s.sync_exits, table_exits);
+
+	uf_vm_free(&u);
+	return 0;
+}
+
+/* ---- nested: L1's nested page table in the userfault slot ------------ */
+
+#define NPT_FLAGS	(PTE_PRESENT_MASK | PTE_WRITABLE_MASK | PTE_USER_MASK)
+#define L2_STACK_WORDS	256
+
+static uint64_t l2_nr_pages;
+
+static void l2_read_pages(void)
+{
+	uint64_t i, val;
+
+	for (i = 0; i < l2_nr_pages; i++) {
+		val = guest_read(i);
+		GUEST_ASSERT_2(val == page_value(i), i, val);
+	}
+	asm volatile("vmmcall");
+}
+
+static void l1_nested_code(struct svm_test_data *svm, uint64_t npt_gpa)
+{
+	unsigned long l2_stack[L2_STACK_WORDS];
+
+	generic_svm_setup(svm, l2_read_pages, &l2_stack[L2_STACK_WORDS]);
+	svm->vmcb->control.nested_ctl |= SVM_NESTED_CTL_NP_ENABLE;
+	svm->vmcb->control.nested_cr3 = npt_gpa;
+	run_guest(svm->vmcb, svm->vmcb_gpa);
+	GUEST_ASSERT_1(svm->vmcb->control.exit_code == SVM_EXIT_VMMCALL,
+		       svm->vmcb->control.exit_code);
+	GUEST_DONE();
+}
+
+static uint64_t *npt_table(struct kvm_vm *vm, vm_paddr_t *gpa)
+{
+	*gpa = vm_phy_page_alloc(vm, KVM_GUEST_PAGE_TABLE_MIN_PADDR, 0);
+	return addr_gpa2hva(vm, *gpa);
+}
+
+/*
+ * L1's nested page tables: L2's physical addresses are L1's.  The first
+ * GiB (L1's code, data and page tables) in 2 MiB pages; the slot at
+ * TEST_GPA (the second GiB) through a last-level table that is page
+ * @table of the slot, which the VMM has not provided yet.
+ */
+static vm_paddr_t npt_build(struct uf_vm *u, uint64_t table)
+{
+	vm_paddr_t pml4_gpa, pdpt_gpa, pd0_gpa, pd1_gpa;
+	uint64_t *pml4 = npt_table(u->vm, &pml4_gpa);
+	uint64_t *pdpt = npt_table(u->vm, &pdpt_gpa);
+	uint64_t *pd0 = npt_table(u->vm, &pd0_gpa);
+	uint64_t *pd1 = npt_table(u->vm, &pd1_gpa);
+	int i;
+
+	TEST_ASSERT(TEST_GPA == 1ULL << 30, "the tables assume TEST_GPA = 1 GiB");
+	pml4[0] = pdpt_gpa | NPT_FLAGS;
+	pdpt[0] = pd0_gpa | NPT_FLAGS;
+	for (i = 0; i < 512; i++)
+		pd0[i] = ((uint64_t)i << 21) | NPT_FLAGS | PTE_LARGE_MASK;
+	pdpt[1] = pd1_gpa | NPT_FLAGS;
+	pd1[0] = (TEST_GPA + table * PAGE_SIZE) | NPT_FLAGS;
+	u->pt_page = table;
+	u->pt_flags = NPT_FLAGS;
+	return pml4_gpa;
+}
+
+static int test_nested(uint64_t nr_pages)
+{
+	struct run_stats s = { 0 };
+	struct resolver r;
+	vm_vaddr_t svm_gva;
+	pthread_t thread;
+	struct uf_vm u;
+
+	TEST_REQUIRE(kvm_cpu_has(X86_FEATURE_SVM));
+	memset(&pt_run, 0, sizeof(pt_run));
+	pt_run.first_exit = ~0ULL;
+
+	uf_vm_create_code(&u, nr_pages, l1_nested_code);
+	vcpu_alloc_svm(u.vm, &svm_gva);
+	/* The extra page of the slot is the table. */
+	vcpu_args_set(u.vcpu, 2, svm_gva, npt_build(&u, nr_pages));
+	l2_nr_pages = nr_pages;
+	sync_global_to_guest(u.vm, l2_nr_pages);
+	u.at_sync_exit = pt_at_sync_exit;
+
+	resolver_start(&r, &thread, &u, 0);
+	pt_run.r = &r;
+	uf_run_guest(&u, &r, &s);
+	resolver_stop(&r, thread);
+
+	pr_info("L2 read %lu pages through L1's marked nested page table: %lu exits, %u at the table (page %lu), the first at page %lu\n",
+		nr_pages, s.sync_exits, pt_run.table_exits, u.pt_page,
+		pt_run.first_exit);
+	TEST_ASSERT(pt_run.first_exit == u.pt_page && pt_run.table_exits == 1,
+		    "first exit at page %lu, %u at the table (page %lu)",
+		    pt_run.first_exit, pt_run.table_exits, u.pt_page);
+	TEST_ASSERT(s.sync_exits == nr_pages + 1 && !s.async_exits,
+		    "%lu sync and %lu async exits for %lu pages and their table",
+		    s.sync_exits, s.async_exits, nr_pages);
+
+	uf_vm_free(&u);
+	return 0;
+}
+
+/* ---- vCPU state operations between an async exit and the next entry --- */
+
+/*
+ * What a VMM may do to a vCPU while it handles an exit: the guest must
+ * not be able to tell, whatever the VMM does, that an async exit happened
+ * before the vCPU runs again.  Done at each page's first async exit.
+ */
+static struct {
+	const char *op;
+	uint64_t last_page;	/* the page the op was last done at, +1 */
+	bool payload;		/* KVM_CAP_EXCEPTION_PAYLOAD on every VM */
+	struct resolver *r;
+	unsigned int dropped, migrated, smm_sync_exits, early;
+	uint64_t smm_page;
+} state_run;
+
+#define SMM_ADDRESS_SPACE	BIT(16)
+
+/*
+ * SMM sees memory through address space 1: give it the same slots as the
+ * normal address space, the userfault slot with the same bitmap.
+ */
+static void state_smm_memslots(struct uf_vm *u)
+{
+	struct kvm_userfault_memory_region uf = uf_region(u);
+	struct userspace_mem_region *region;
+	struct kvm_userspace_memory_region mem;
+	int bkt;
+
+	hash_for_each(u->vm->regions.slot_hash, bkt, region, slot_node) {
+		if (region->region.slot == TEST_SLOT)
+			continue;
+		mem = region->region;
+		mem.slot |= SMM_ADDRESS_SPACE;
+		vm_ioctl(u->vm, KVM_SET_USER_MEMORY_REGION, &mem);
+	}
+	uf.region.slot |= SMM_ADDRESS_SPACE;
+	TEST_ASSERT(!set_userfault_region(u->vm, &uf),
+		    "userfault slot in SMM's address space: %s",
+		    strerror(errno));
+}
+
+static void state_set_smm(struct kvm_vcpu *vcpu, bool smm)
+{
+	struct kvm_vcpu_events events;
+
+	vcpu_events_get(vcpu, &events);
+	events.flags = KVM_VCPUEVENT_VALID_SMM;
+	events.smi.smm = smm;
+	vcpu_events_set(vcpu, &events);
+}
+
+/* The synchronous exit from SMM: check it, and leave SMM. */
+static void state_smm_sync_exit(struct uf_vm *u, struct fault *f)
+{
+	struct kvm_vcpu_events events;
+
+	vcpu_events_get(u->vcpu, &events);
+	TEST_ASSERT(events.smi.smm && f->page == state_run.smm_page,
+		    "synchronous exit at page %lu, %sin SMM", f->page,
+		    events.smi.smm ? "" : "not ");
+	state_set_smm(u->vcpu, false);
+	state_run.smm_sync_exits++;
+}
+
+static void state_enable_caps(struct uf_vm *u)
+{
+	if (state_run.payload)
+		vm_enable_cap(u->vm, KVM_CAP_EXCEPTION_PAYLOAD, 1);
+	vm_enable_cap(u->vm, KVM_CAP_ASYNC_PF_USER, 0);
+}
+
+/*
+ * Save the vCPU, destroy its VM and load the state into a fresh VM on the
+ * same memory, as a VMM restoring a snapshot does.  The old VM's tokens
+ * mean nothing there: the guest's access faults again in the new VM.
+ */
+static void state_migrate(struct uf_vm *u)
+{
+	struct kvm_userfault_memory_region uf;
+	struct kvm_lapic_state lapic;
+	struct kvm_x86_state *state;
+	uint64_t zero = 0;
+
+	/* The resolver must not be in a READY on the vCPU that goes away. */
+	resolver_wait_idle(state_run.r);
+
+	/*
+	 * The library's state leaves out the local APIC, which a VMM saves
+	 * too: "page ready" is an interrupt the APIC must take.
+	 */
+	state = vcpu_save_state(u->vcpu);
+	vcpu_ioctl(u->vcpu, KVM_GET_LAPIC, &lapic);
+	kvm_vm_release(u->vm);
+	u->vcpu = vm_recreate_with_one_vcpu(u->vm);
+	uf = uf_region(u);
+	TEST_ASSERT(!set_userfault_region(u->vm, &uf),
+		    "KVM_SET_USERFAULT_MEMORY_REGION on the new VM: %s",
+		    strerror(errno));
+	state_enable_caps(u);
+	vcpu_load_state(u->vcpu, state);
+	vcpu_ioctl(u->vcpu, KVM_SET_LAPIC, &lapic);
+	kvm_x86_state_cleanup(state);
+
+	/* The new VM's tokens start over. */
+	memcpy(addr_gva2hva(u->vm, (vm_vaddr_t)&last_token), &zero,
+	       sizeof(zero));
+	state_run.migrated++;
+}
+
+static bool state_at_async_exit(struct uf_vm *u, struct fault *f)
+{
+	struct kvm_vcpu *vcpu = u->vcpu;
+	const char *op = state_run.op;
+	bool dropped = false;
+
+	/* Once per page: an op that drops the token gets the page's next exit. */
+	if (state_run.last_page == f->page + 1)
+		return true;
+	state_run.last_page = f->page + 1;
+
+	if (!strcmp(op, "regs")) {
+		struct kvm_regs regs;
+
+		vcpu_regs_get(vcpu, &regs);
+		vcpu_regs_set(vcpu, &regs);
+	} else if (!strcmp(op, "sregs")) {
+		struct kvm_sregs sregs;
+
+		vcpu_sregs_get(vcpu, &sregs);
+		vcpu_sregs_set(vcpu, &sregs);
+	} else if (!strcmp(op, "events")) {
+		struct kvm_vcpu_events events;
+		struct kvm_sregs sregs;
+
+		/* QEMU's order: SREGS (CR2) is saved before VCPU_EVENTS. */
+		vcpu_sregs_get(vcpu, &sregs);
+		vcpu_events_get(vcpu, &events);
+		vcpu_sregs_set(vcpu, &sregs);
+		vcpu_events_set(vcpu, &events);
+	} else if (!strcmp(op, "msrs")) {
+		static const uint32_t msrs[] = {
+			MSR_KVM_ASYNC_PF_EN, MSR_KVM_ASYNC_PF_INT,
+			MSR_IA32_CR_PAT, MSR_EFER,
+		};
+		uint64_t val;
+		int i;
+
+		for (i = 0; i < ARRAY_SIZE(msrs); i++) {
+			val = vcpu_get_msr(vcpu, msrs[i]);
+			vcpu_set_msr(vcpu, msrs[i], val);
+		}
+	} else if (!strcmp(op, "apf-cycle")) {
+		uint64_t en = vcpu_get_msr(vcpu, MSR_KVM_ASYNC_PF_EN);
+
+		vcpu_set_msr(vcpu, MSR_KVM_ASYNC_PF_EN, 0);
+		vcpu_set_msr(vcpu, MSR_KVM_ASYNC_PF_EN, en);
+		/* Turning async #PF off dropped the item. */
+		EXPECT_ERRNO(async_pf_ready(vcpu, f->token, 0), ESTALE);
+		dropped = true;
+	} else if (!strcmp(op, "fpu")) {
+		int size = vm_check_cap(vcpu->vm, KVM_CAP_XSAVE2);
+		struct kvm_xsave *xsave;
+		struct kvm_fpu fpu;
+
+		vcpu_fpu_get(vcpu, &fpu);
+		vcpu_fpu_set(vcpu, &fpu);
+		xsave = calloc(1, size > sizeof(*xsave) ? size : sizeof(*xsave));
+		TEST_ASSERT(xsave, "out of memory");
+		if (size)
+			vcpu_xsave2_get(vcpu, xsave);
+		else
+			vcpu_xsave_get(vcpu, xsave);
+		vcpu_xsave_set(vcpu, xsave);
+		free(xsave);
+	} else if (!strcmp(op, "lapic")) {
+		struct kvm_lapic_state lapic;
+
+		vcpu_ioctl(vcpu, KVM_GET_LAPIC, &lapic);
+		vcpu_ioctl(vcpu, KVM_SET_LAPIC, &lapic);
+	} else if (!strcmp(op, "migrate") || !strcmp(op, "migrate-payload")) {
+		state_migrate(u);
+		dropped = true;
+	} else if (!strcmp(op, "ready-first")) {
+		/*
+		 * The page and READY before the vCPU runs again: KVM drops
+		 * the item at the entry, the guest is told nothing and finds
+		 * the page.
+		 */
+		resolve_after_delay(state_run.r, f);
+		TEST_ASSERT(!async_pf_ready(vcpu, f->token, 0),
+			    "READY before the entry: %s", strerror(errno));
+		EXPECT_ERRNO(async_pf_ready(vcpu, f->token, 0), EALREADY);
+		state_run.early++;
+		return false;
+	} else if (!strcmp(op, "smm")) {
+		/* Once: the exits of the other pages stay async. */
+		if (state_run.smm_page == ~0ULL) {
+			state_run.smm_page = f->page;
+			state_set_smm(vcpu, true);
+			dropped = true;
+		}
+	} else {
+		TEST_FAIL("unknown vCPU state operation '%s'", op);
+	}
+	state_run.dropped += dropped;
+	return !dropped;
+}
+
+static int test_state(const char *op, uint64_t nr_pages)
+{
+	struct run_stats s = { 0 };
+	struct resolver r;
+	pthread_t thread;
+	struct uf_vm u;
+	int tsc_khz;
+	bool traced;
+
+	TEST_REQUIRE(kvm_check_cap(KVM_CAP_ASYNC_PF_USER) == 1);
+	memset(&state_run, 0, sizeof(state_run));
+	state_run.op = op;
+	state_run.payload = !strcmp(op, "migrate-payload");
+	if (state_run.payload)
+		TEST_REQUIRE(kvm_has_cap(KVM_CAP_EXCEPTION_PAYLOAD));
+	state_run.smm_page = ~0ULL;
+	if (!strcmp(op, "smm"))
+		TEST_REQUIRE(kvm_has_cap(KVM_CAP_X86_SMM) &&
+			     kvm_check_cap(KVM_CAP_MULTI_ADDRESS_SPACE) > 1);
+
+	/* Checked after the run, so that its outcome is reported first. */
+	traced = !trace_set("kvm_async_pf_user_dropped", "1");
+	trace_clear();
+
+	uf_vm_create(&u, nr_pages, G_APF | G_GENUINE);
+	u.at_async_exit = state_at_async_exit;
+	if (!strcmp(op, "smm")) {
+		state_smm_memslots(&u);
+		u.at_sync_exit = state_smm_sync_exit;
+	}
+	state_enable_caps(&u);
+	/* A lost "page ready" fails the guest instead of hanging it. */
+	tsc_khz = __vcpu_ioctl(u.vcpu, KVM_GET_TSC_KHZ, NULL);
+	TEST_ASSERT(tsc_khz > 0, "KVM_GET_TSC_KHZ failed");
+	wait_limit_tsc = 30000ULL * tsc_khz;
+	sync_global_to_guest(u.vm, wait_limit_tsc);
+
+	resolver_start(&r, &thread, &u, 1);
+	state_run.r = &r;
+	uf_run_guest(&u, &r, &s);
+	resolver_stop(&r, thread);
+	guest_counters(u.vm);
+	sync_global_from_guest(u.vm, nr_genuine);
+
+	pr_info("%s: %lu pages, %lu async exits (%u tokens dropped, %u moves to a new VM), %lu sync\n",
+		op, nr_pages, s.async_exits, state_run.dropped,
+		state_run.migrated, s.sync_exits);
+	pr_info("guest: %lu not present, %lu ready (+%lu broadcast), %lu genuine #PF\n",
+		nr_not_present, nr_ready, nr_broadcast, nr_genuine);
+
+	/*
+	 * Every page is resolved once.  A dropped token makes its page exit
+	 * again: async, or in SMM synchronously, after which the guest gets
+	 * no "not present" for that page.
+	 */
+	TEST_ASSERT(s.async_exits + s.sync_exits == nr_pages + state_run.dropped &&
+		    s.sync_exits == state_run.smm_sync_exits &&
+		    r.resolved == nr_pages,
+		    "%lu async and %lu sync exits (%u in SMM), %lu pages resolved, for %lu pages and %u dropped tokens",
+		    s.async_exits, s.sync_exits, state_run.smm_sync_exits,
+		    r.resolved, nr_pages, state_run.dropped);
+	TEST_ASSERT(strcmp(op, "smm") || state_run.smm_sync_exits == 1,
+		    "a fault in SMM exited asynchronously");
+	/*
+	 * Only the SMM and ready-first cases drop their items at the entry;
+	 * apf-cycle drops them with the MSR write, migrate with the old VM.
+	 */
+	TEST_ASSERT(traced, "no kvm_async_pf_user_dropped trace event");
+	TEST_ASSERT(trace_count("kvm_async_pf_user_dropped", "type user") ==
+		    state_run.smm_sync_exits + state_run.early,
+		    "%lu items dropped at entry, expected %u",
+		    trace_count("kvm_async_pf_user_dropped", "type user"),
+		    state_run.smm_sync_exits + state_run.early);
+	trace_set("kvm_async_pf_user_dropped", "0");
+	TEST_ASSERT(nr_not_present == nr_pages - s.sync_exits - state_run.early &&
+		    nr_ready == nr_not_present && !nr_ready_overflow &&
+		    !apf_ready_left() && nr_genuine == 1,
+		    "guest saw %lu not present, %lu ready, %lu lost, %d never taken, %lu genuine #PF",
+		    nr_not_present, nr_ready, nr_ready_overflow,
+		    apf_ready_left(), nr_genuine);
+
+	uf_vm_free(&u);
+	return 0;
+}
+
 /* ---- bench ------------------------------------------------------------ */
 
 static void bench_one(const char *name, uint64_t nr_pages,
@@ -789,7 +1475,7 @@ static void bench_one(const char *name, uint64_t nr_pages,
 	if (async)
 		vm_enable_cap(u.vm, KVM_CAP_ASYNC_PF_USER, 0);
 	resolver_start(&r, &thread, &u, delay_ms);
-	run_guest(&u, &r, &s);
+	uf_run_guest(&u, &r, &s);
 	resolver_stop(&r, thread);
 	guest_counters(u.vm);
 
@@ -851,8 +1537,16 @@ int main(int argc, char *argv[])
 		return test_teardown();
 	if (!strcmp(mode, "bench"))
 		return bench(pages, delay);
+	if (!strcmp(mode, "nested"))
+		return test_nested(pages);
+	if (!strcmp(mode, "pt"))
+		return test_pt(pages, argc > 3 && !strcmp(argv[3], "async"));
+	if (!strcmp(mode, "state") && argc > 2)
+		return test_state(argv[2], argc > 3 ? strtoull(argv[3], NULL, 0) : 4);
 
-	fprintf(stderr, "usage: %s sync|async|bad-input|teardown|bench [pages [delay_ms]]\n",
-		argv[0]);
+	fprintf(stderr, "usage: %s sync|async|bad-input|teardown|bench [pages [delay_ms]]\n"
+		"       %s pt [pages [async]] | nested [pages]\n"
+		"       %s state regs|sregs|events|msrs|apf-cycle|fpu|lapic|migrate|migrate-payload|smm|ready-first [pages]\n",
+		argv[0], argv[0], argv[0]);
 	return 1;
 }
