@@ -33,6 +33,10 @@ static struct kvm_vcpu_pv_apf_data apf_data __aligned(64);
 
 static uint32_t ready_tokens[APF_MAX_READY];
 static uint64_t nr_ready, nr_broadcast, nr_ready_overflow;
+/* Every token "page ready" carried, in order, for a failing test to print. */
+#define APF_READY_LOG	64
+static uint32_t ready_log[APF_READY_LOG];
+
 /* "Not present" handlers running, and how many started inside another. */
 static uint64_t apf_depth, nr_nested;
 
@@ -90,6 +94,8 @@ static void guest_ready_handler(struct ex_regs *regs)
 	int i;
 
 	apf_data.token = 0;
+	if (nr_ready + nr_broadcast < APF_READY_LOG)
+		ready_log[nr_ready + nr_broadcast] = token;
 	if (token == ~0U) {
 		/* Sent once when async #PF is enabled: "wake everything". */
 		nr_broadcast++;

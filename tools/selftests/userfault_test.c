@@ -79,14 +79,18 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 
 #include "kvm_util.h"
@@ -119,6 +123,11 @@ static uint64_t nr_worked, work_done;
  * handler's work loop.
  */
 static uint64_t access_tsc, busy_tsc;
+/*
+ * When the current access started, and the TSC cycles from the accesses
+ * to their "not present" handlers: the vCPU was out of guest mode then.
+ */
+static uint64_t access_start, not_present_tsc;
 /*
  * The last token a "not present" carried (the host resets it when it
  * moves the vCPU to a new VM, whose tokens start over), and how long a
@@ -176,6 +185,7 @@ static void guest_pf_handler(struct ex_regs *regs)
 	last_token = token;
 	apf_data.flags = 0;
 	nr_not_present++;
+	not_present_tsc += rdtsc() - access_start;
 	guest_apf_wait_begin();
 
 	start = rdtsc();
@@ -209,6 +219,7 @@ static void guest_code(uint64_t apf_gpa, uint64_t nr_pages, uint64_t flags)
 	asm volatile("sti");
 	for (i = 0; i < nr_pages; i++) {
 		start = rdtsc();
+		WRITE_ONCE(access_start, start);
 		val = guest_read(i);
 		access_tsc += rdtsc() - start;
 		GUEST_ASSERT_2(val == page_value(i), i, val);
@@ -619,6 +630,31 @@ static uint64_t trace_count(const char *w1, const char *w2)
 	return n;
 }
 
+/* Print the lines of the trace buffer that have @word, for a failure. */
+static void trace_print(const char *word)
+{
+	FILE *f = fopen(TRACE_DIR "/trace", "r");
+	char line[512];
+
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f))
+		if (strstr(line, word))
+			pr_info("trace: %s", line);
+	fclose(f);
+}
+
+/* What the guest and the trace saw, before a failing async check. */
+static void async_failure_dump(struct kvm_vm *vm)
+{
+	uint64_t i;
+
+	sync_global_from_guest(vm, ready_log);
+	for (i = 0; i < nr_ready + nr_broadcast && i < APF_READY_LOG; i++)
+		pr_info("guest: page ready %lu: token %#x\n", i, ready_log[i]);
+	trace_print("kvm_async_pf");
+}
+
 static void trace_clear(void)
 {
 	int fd = open(TRACE_DIR "/trace", O_WRONLY | O_TRUNC);
@@ -639,6 +675,7 @@ static void guest_counters(struct kvm_vm *vm)
 	sync_global_from_guest(vm, work_done);
 	sync_global_from_guest(vm, access_tsc);
 	sync_global_from_guest(vm, busy_tsc);
+	sync_global_from_guest(vm, not_present_tsc);
 }
 
 static int test_async(uint64_t nr_pages, unsigned int delay_ms)
@@ -653,6 +690,9 @@ static int test_async(uint64_t nr_pages, unsigned int delay_ms)
 
 	traced = !trace_set("kvm_async_pf_completed", "1") &&
 		 !trace_set("kvm_async_pf_not_present", "1");
+	/* Only for the trace printed on a failure. */
+	trace_set("kvm_async_pf_ready", "1");
+	trace_set("kvm_async_pf_user_dropped", "1");
 	TEST_ASSERT(traced, "cannot enable the async #PF trace events");
 	trace_clear();
 
@@ -677,6 +717,9 @@ static int test_async(uint64_t nr_pages, unsigned int delay_ms)
 		    s.sync_exits);
 	TEST_ASSERT(!s.pass2_exits, "%lu exits for cleared pages",
 		    s.pass2_exits);
+	if (nr_not_present != nr_pages || nr_ready != nr_pages ||
+	    nr_ready_overflow || apf_ready_left() || nr_broadcast != 1)
+		async_failure_dump(u.vm);
 	TEST_ASSERT(nr_not_present == nr_pages && nr_ready == nr_pages &&
 		    !nr_ready_overflow && !apf_ready_left() &&
 		    nr_broadcast == 1,
@@ -688,15 +731,20 @@ static int test_async(uint64_t nr_pages, unsigned int delay_ms)
 		    "the guest did other work during only %lu of %lu waits",
 		    nr_worked, nr_pages);
 
+	/* (The "wake all" at enable is a kernel item: it is only "ready".) */
 	TEST_ASSERT(trace_count("kvm_async_pf_not_present", "type user") == nr_pages &&
 		    trace_count("kvm_async_pf_completed", "type user") == nr_pages &&
-		    !trace_count("kvm_async_pf", "type kernel"),
-		    "trace: %lu user not-present, %lu user completed, %lu kernel",
+		    !trace_count("kvm_async_pf_not_present", "type kernel") &&
+		    !trace_count("kvm_async_pf_completed", "type kernel"),
+		    "trace: %lu user not-present, %lu user completed, %lu+%lu kernel",
 		    trace_count("kvm_async_pf_not_present", "type user"),
 		    trace_count("kvm_async_pf_completed", "type user"),
-		    trace_count("kvm_async_pf", "type kernel"));
+		    trace_count("kvm_async_pf_not_present", "type kernel"),
+		    trace_count("kvm_async_pf_completed", "type kernel"));
 	trace_set("kvm_async_pf_completed", "0");
 	trace_set("kvm_async_pf_not_present", "0");
+	trace_set("kvm_async_pf_ready", "0");
+	trace_set("kvm_async_pf_user_dropped", "0");
 
 	uf_vm_free(&u);
 	return 0;
@@ -1461,28 +1509,425 @@ static int test_state(const char *op, uint64_t nr_pages)
 	return 0;
 }
 
-/* ---- bench ------------------------------------------------------------ */
+/* ---- exitless: KVM_ASYNC_PF_USER_RING ---------------------------------- */
 
-static void bench_one(const char *name, uint64_t nr_pages,
-		      unsigned int delay_ms, bool async, uint64_t tsc_khz)
+/* The VMM's side of the ring: its fd, mapping, eventfd and consumer. */
+struct ring_vmm {
+	int fd, efd;
+	struct kvm_async_pf_user_ring *ring;
+	size_t bytes;
+	uint32_t size, consumer;
+	uint64_t taken;		/* entries read */
+	bool hold;		/* read entries but do not accept them */
+	bool stop;
+	struct resolver *r;
+	pthread_t thread;
+};
+
+static size_t ring_bytes(uint32_t entries)
+{
+	size_t bytes = sizeof(struct kvm_async_pf_user_ring) +
+		       entries * sizeof(struct kvm_async_pf_user_ring_entry);
+
+	return (bytes + getpagesize() - 1) & ~(size_t)(getpagesize() - 1);
+}
+
+static int ring_create(struct kvm_vm *vm, uint32_t entries, int efd,
+		       uint32_t flags)
+{
+	struct kvm_async_pf_user_ring_setup setup = {
+		.flags = flags,
+		.entries = entries,
+		.eventfd = efd,
+	};
+
+	return __vm_ioctl(vm, KVM_ASYNC_PF_USER_RING, &setup);
+}
+
+static void ring_open(struct uf_vm *u, struct ring_vmm *rv, uint32_t entries)
+{
+	memset(rv, 0, sizeof(*rv));
+	rv->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	TEST_ASSERT(rv->efd >= 0, "eventfd failed");
+	rv->fd = ring_create(u->vm, entries, rv->efd, 0);
+	TEST_ASSERT(rv->fd >= 0, "KVM_ASYNC_PF_USER_RING failed: %s",
+		    strerror(errno));
+	rv->size = entries;
+	rv->bytes = ring_bytes(entries);
+	rv->ring = mmap(NULL, rv->bytes, PROT_READ, MAP_SHARED, rv->fd, 0);
+	TEST_ASSERT(rv->ring != MAP_FAILED, "mmap of the ring failed: %s",
+		    strerror(errno));
+	TEST_ASSERT(rv->ring->size == entries && !rv->ring->producer,
+		    "new ring: size %u, producer %u", rv->ring->size,
+		    rv->ring->producer);
+}
+
+static void ring_close(struct ring_vmm *rv)
+{
+	munmap(rv->ring, rv->bytes);
+	close(rv->fd);
+	close(rv->efd);
+}
+
+/*
+ * Read the entries KVM published (the acquire pairs with KVM's release
+ * of the producer count), hand them to the resolver, and accept them.
+ */
+static void ring_drain(struct uf_vm *u, struct ring_vmm *rv)
+{
+	uint32_t prod = __atomic_load_n(&rv->ring->producer, __ATOMIC_ACQUIRE);
+	struct kvm_async_pf_user_ring_entry *e;
+	struct fault f;
+
+	while (rv->consumer != prod) {
+		e = &rv->ring->entries[rv->consumer & (rv->size - 1)];
+		TEST_ASSERT(e->flags == (KVM_MEMORY_EXIT_FLAG_USERFAULT |
+					 KVM_MEMORY_EXIT_FLAG_ASYNC_PF_USER) &&
+			    e->token && e->vcpu_id == u->vcpu->id &&
+			    e->gpa >= TEST_GPA &&
+			    e->gpa < TEST_GPA + u->nr_pages * PAGE_SIZE,
+			    "ring entry %u: gpa %#llx token %#llx flags %#llx vcpu %u",
+			    rv->consumer, e->gpa, e->token, e->flags,
+			    e->vcpu_id);
+		f.token = e->token;
+		f.page = (e->gpa - TEST_GPA) / PAGE_SIZE;
+		rv->consumer++;
+		rv->taken++;
+		resolver_push(rv->r, &f);
+	}
+	if (!rv->hold)
+		TEST_ASSERT(!ioctl(rv->fd, KVM_ASYNC_PF_USER_RING_ACCEPT,
+				   (unsigned long)rv->consumer),
+			    "KVM_ASYNC_PF_USER_RING_ACCEPT(%u) failed: %s",
+			    rv->consumer, strerror(errno));
+}
+
+/* The VMM's fault thread: wait on the eventfd, drain the ring. */
+static void *ring_thread(void *arg)
+{
+	struct ring_vmm *rv = arg;
+	struct pollfd pfd = { .fd = rv->efd, .events = POLLIN };
+	uint64_t count;
+
+	while (!READ_ONCE(rv->stop)) {
+		if (poll(&pfd, 1, 50) <= 0)
+			continue;
+		TEST_ASSERT(read(rv->efd, &count, sizeof(count)) ==
+			    sizeof(count), "eventfd read failed");
+		ring_drain(rv->r->u, rv);
+	}
+	return NULL;
+}
+
+static void ring_thread_start(struct ring_vmm *rv, struct resolver *r)
+{
+	rv->r = r;
+	pthread_create(&rv->thread, NULL, ring_thread, rv);
+}
+
+static void ring_thread_stop(struct ring_vmm *rv)
+{
+	WRITE_ONCE(rv->stop, true);
+	pthread_join(rv->thread, NULL);
+}
+
+/*
+ * userfault_test exitless [pages [delay_ms [ring entries]]]: the async
+ * flow with a ring, where every fault that can go async must not exit.
+ * With a ring smaller than the number of pages and "hold" (entries read
+ * but not accepted), the ring fills and the rest must exit as before.
+ */
+static int test_exitless(uint64_t nr_pages, unsigned int delay_ms,
+			 uint32_t entries, bool hold)
 {
 	struct run_stats s = { 0 };
+	struct ring_vmm rv;
 	struct resolver r;
 	pthread_t thread;
 	struct uf_vm u;
+	uint64_t via_ring;
+
+	TEST_REQUIRE(kvm_check_cap(KVM_CAP_ASYNC_PF_USER_RING) > 0);
+
+	uf_vm_create(&u, nr_pages, G_APF | G_MASKED);
+	vm_enable_cap(u.vm, KVM_CAP_ASYNC_PF_USER, 0);
+	ring_open(&u, &rv, entries);
+	rv.hold = hold;
+	resolver_start(&r, &thread, &u, delay_ms);
+	ring_thread_start(&rv, &r);
+	uf_run_guest(&u, &r, &s);
+	ring_thread_stop(&rv);
+	resolver_stop(&r, thread);
+	guest_counters(u.vm);
+
+	via_ring = hold ? entries : nr_pages;
+	pr_info("%lu pages, ring of %u%s: %lu from the ring, %lu async exits, %lu sync (%lu with IF=0)\n",
+		nr_pages, entries, hold ? ", held" : "", rv.taken,
+		s.async_exits, s.sync_exits, s.masked_exits);
+	pr_info("guest: %lu not present, %lu ready (+%lu broadcast), work during %lu waits\n",
+		nr_not_present, nr_ready, nr_broadcast, nr_worked);
+
+	TEST_ASSERT(rv.taken == via_ring &&
+		    s.async_exits == nr_pages - via_ring &&
+		    r.resolved == nr_pages + 1,
+		    "%lu ring entries, %lu async exits, %lu resolved, for %lu pages",
+		    rv.taken, s.async_exits, r.resolved, nr_pages);
+	TEST_ASSERT(s.masked_exits == 1 && s.sync_exits == 1,
+		    "IF=0 access: %lu exits, %lu sync", s.masked_exits,
+		    s.sync_exits);
+	TEST_ASSERT(nr_not_present == nr_pages && nr_ready == nr_pages &&
+		    !nr_ready_overflow && !apf_ready_left(),
+		    "guest saw %lu not present, %lu ready, %lu lost, %d never taken",
+		    nr_not_present, nr_ready, nr_ready_overflow,
+		    apf_ready_left());
+	TEST_ASSERT(nr_worked * 2 >= nr_pages,
+		    "the guest did other work during only %lu of %lu waits",
+		    nr_worked, nr_pages);
+	if (hold) {
+		/* Past the producer: refused, and the ring stays as it was. */
+		EXPECT_ERRNO(ioctl(rv.fd, KVM_ASYNC_PF_USER_RING_ACCEPT,
+				   (unsigned long)rv.consumer + 1), ERANGE);
+		TEST_ASSERT(!ioctl(rv.fd, KVM_ASYNC_PF_USER_RING_ACCEPT,
+				   (unsigned long)rv.consumer) &&
+			    rv.ring->consumer == rv.consumer,
+			    "accepting the held entries failed");
+	}
+
+	ring_close(&rv);
+	uf_vm_free(&u);
+	return 0;
+}
+
+/*
+ * userfault_test exitless-bad-input: every bad ring request gets its
+ * errno, then the VM runs the exitless flow to the end.
+ */
+static int test_exitless_bad_input(void)
+{
+	struct kvm_async_pf_user_ring_setup setup = { .entries = 8 };
+	struct run_stats s = { 0 };
+	struct ring_vmm rv;
+	struct resolver r;
+	pthread_t thread;
+	struct uf_vm u;
+	int efd, pipefd[2], fd;
+	size_t bytes = ring_bytes(8);
+	long page = getpagesize();
+	void *p;
+
+	TEST_REQUIRE(kvm_check_cap(KVM_CAP_ASYNC_PF_USER_RING) > 0);
+	efd = eventfd(0, EFD_CLOEXEC);
+	TEST_ASSERT(efd >= 0 && !pipe(pipefd), "eventfd or pipe failed");
+
+	uf_vm_create(&u, 4, G_APF);
+	/* A VM without userspace async #PF has nothing to feed a ring. */
+	EXPECT_ERRNO(ring_create(u.vm, 8, efd, 0), ENXIO);
+	vm_enable_cap(u.vm, KVM_CAP_ASYNC_PF_USER, 0);
+
+	EXPECT_ERRNO(ring_create(u.vm, 8, efd, 1), EINVAL);
+	EXPECT_ERRNO(ring_create(u.vm, 0, efd, 0), EINVAL);
+	EXPECT_ERRNO(ring_create(u.vm, 12, efd, 0), EINVAL);
+	EXPECT_ERRNO(ring_create(u.vm,
+				 2 * kvm_check_cap(KVM_CAP_ASYNC_PF_USER_RING),
+				 efd, 0), EINVAL);
+	setup.eventfd = efd;
+	setup.pad2[1] = 1;
+	EXPECT_ERRNO(__vm_ioctl(u.vm, KVM_ASYNC_PF_USER_RING, &setup), EINVAL);
+	EXPECT_ERRNO(ring_create(u.vm, 8, -1, 0), EBADF);
+	EXPECT_ERRNO(ring_create(u.vm, 8, pipefd[0], 0), EINVAL);
+
+	fd = ring_create(u.vm, 8, efd, 0);
+	TEST_ASSERT(fd >= 0, "KVM_ASYNC_PF_USER_RING failed: %s",
+		    strerror(errno));
+	EXPECT_ERRNO(ring_create(u.vm, 8, efd, 0), EEXIST);
+
+	/* Only the whole ring, from offset 0, read-only, once. */
+	p = mmap(NULL, bytes, PROT_READ, MAP_SHARED, fd, page);
+	EXPECT_ERRNO(p == MAP_FAILED ? -1 : 0, EINVAL);
+	p = mmap(NULL, bytes + page, PROT_READ, MAP_SHARED, fd, 0);
+	EXPECT_ERRNO(p == MAP_FAILED ? -1 : 0, EINVAL);
+	p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	EXPECT_ERRNO(p == MAP_FAILED ? -1 : 0, EACCES);
+	p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+	EXPECT_ERRNO(p == MAP_FAILED ? -1 : 0, EPERM);
+	p = mmap(NULL, bytes, PROT_READ, MAP_SHARED, fd, 0);
+	TEST_ASSERT(p != MAP_FAILED, "mmap of the ring failed: %s",
+		    strerror(errno));
+	EXPECT_ERRNO(mmap(NULL, bytes, PROT_READ, MAP_SHARED, fd, 0) ==
+		     MAP_FAILED ? -1 : 0, EBUSY);
+	EXPECT_ERRNO(mprotect(p, bytes, PROT_READ | PROT_WRITE), EACCES);
+
+	/* The consumer moves only forward, and not past the producer. */
+	EXPECT_ERRNO(ioctl(fd, KVM_ASYNC_PF_USER_RING_ACCEPT, 1UL), ERANGE);
+	EXPECT_ERRNO(ioctl(fd, KVM_ASYNC_PF_USER_RING_ACCEPT, 1UL << 32),
+		     EINVAL);
+	EXPECT_ERRNO(ioctl(fd, KVM_ASYNC_PF_USER_READY, NULL), ENOTTY);
+	TEST_ASSERT(!ioctl(fd, KVM_ASYNC_PF_USER_RING_ACCEPT, 0UL),
+		    "accepting nothing failed: %s", strerror(errno));
+
+	/* Unmapped and closed, the ring is gone: a new one can be made. */
+	munmap(p, bytes);
+	close(fd);
+	close(pipefd[0]);
+	close(pipefd[1]);
+	close(efd);
+	pr_info("every bad ring request refused with its errno\n");
+
+	ring_open(&u, &rv, 8);
+	resolver_start(&r, &thread, &u, 0);
+	ring_thread_start(&rv, &r);
+	uf_run_guest(&u, &r, &s);
+	ring_thread_stop(&rv);
+	resolver_stop(&r, thread);
+	TEST_ASSERT(rv.taken == u.nr_pages - 1 && !s.async_exits,
+		    "%lu ring entries, %lu async exits after the bad input",
+		    rv.taken, s.async_exits);
+	pr_info("the guest ran to the end exitless (%lu ring entries)\n",
+		rv.taken);
+	ring_close(&rv);
+	uf_vm_free(&u);
+	return 0;
+}
+
+static void on_alarm(int sig)
+{
+}
+
+/*
+ * Run until the guest's first fault is in the ring; return its token.
+ * The guest then waits in its handler for "page ready", and KVM_RUN does
+ * not return by itself: a timer signal ends each try.
+ */
+static uint64_t first_ring_token(struct uf_vm *u, struct ring_vmm *rv)
+{
+	struct itimerval it = { .it_value.tv_usec = 200 * 1000 };
+	struct sigaction sa = { .sa_handler = on_alarm };
+	int i;
+
+	sigaction(SIGALRM, &sa, NULL);
+	for (i = 0; i < 100; i++) {
+		if (__atomic_load_n(&rv->ring->producer, __ATOMIC_ACQUIRE))
+			return rv->ring->entries[0].token;
+		setitimer(ITIMER_REAL, &it, NULL);
+		TEST_ASSERT(__vcpu_run(u->vcpu) == -1 && errno == EINTR,
+			    "KVM_RUN returned before the timer: exit %s",
+			    exit_reason_str(u->vcpu->run->exit_reason));
+	}
+	TEST_FAIL("no fault in the ring after %d tries", i);
+	return 0;
+}
+
+/*
+ * userfault_test exitless-teardown: entries outstanding when the ring is
+ * closed (READY still completes their tokens, later faults exit), when
+ * async #PF is turned off (READY gets ESTALE) and when the VM goes with
+ * the ring still mapped (the mapping holds the VM until munmap).  The
+ * debug tier's kmemleak scan and kvm.ko's unload check for leaks.
+ */
+static int test_exitless_teardown(void)
+{
+	struct run_stats s = { 0 };
+	struct ring_vmm rv;
+	struct resolver r;
+	pthread_t thread;
+	struct uf_vm u;
+	uint64_t token;
+	int iter;
+
+	TEST_REQUIRE(kvm_check_cap(KVM_CAP_ASYNC_PF_USER_RING) > 0);
+
+	/*
+	 * The ring closed under the VMM's feet, with a fault outstanding:
+	 * the resolver still completes it, and the other three exit.
+	 */
+	uf_vm_create(&u, 4, G_APF);
+	vm_enable_cap(u.vm, KVM_CAP_ASYNC_PF_USER, 0);
+	ring_open(&u, &rv, 8);
+	resolver_start(&r, &thread, &u, 0);
+	rv.r = &r;
+	first_ring_token(&u, &rv);
+	ring_drain(&u, &rv);
+	ring_close(&rv);
+	uf_run_guest(&u, &r, &s);
+	resolver_stop(&r, thread);
+	TEST_ASSERT(rv.taken == 1 && s.async_exits == 3 && r.completed == 4,
+		    "ring closed after its first entry: %lu entries, %lu async exits, %u completed",
+		    rv.taken, s.async_exits, r.completed);
+	uf_vm_free(&u);
+	pr_info("ring closed with an entry outstanding: its token completed, the other faults exited\n");
+
+	/* Async #PF turned off with an entry outstanding. */
+	uf_vm_create(&u, 4, G_APF);
+	vm_enable_cap(u.vm, KVM_CAP_ASYNC_PF_USER, 0);
+	ring_open(&u, &rv, 8);
+	token = first_ring_token(&u, &rv);
+	vcpu_set_msr(u.vcpu, MSR_KVM_ASYNC_PF_EN, 0);
+	EXPECT_ERRNO(async_pf_ready(u.vcpu, token, 0), ESTALE);
+	ring_close(&rv);
+	uf_vm_free(&u);
+	pr_info("async #PF turned off with an entry outstanding: READY gets ESTALE\n");
+
+	/* VMs destroyed with entries outstanding, the ring still mapped. */
+	for (iter = 0; iter < 20; iter++) {
+		uf_vm_create(&u, 4, G_APF);
+		vm_enable_cap(u.vm, KVM_CAP_ASYNC_PF_USER, 0);
+		ring_open(&u, &rv, 8);
+		first_ring_token(&u, &rv);
+		close(rv.fd);
+		uf_vm_free(&u);
+		/* The VM is still there: the mapping holds it. */
+		TEST_ASSERT(__atomic_load_n(&rv.ring->producer,
+					    __ATOMIC_ACQUIRE) == 1,
+			    "the ring's mapping changed under the VMM");
+		munmap(rv.ring, rv.bytes);
+		close(rv.efd);
+	}
+	pr_info("20 VMs destroyed with an entry outstanding and the ring mapped\n");
+	return 0;
+}
+
+/* ---- bench ------------------------------------------------------------ */
+
+enum bench_mode { BENCH_SYNC, BENCH_ASYNC, BENCH_EXITLESS };
+
+static void bench_one(const char *name, uint64_t nr_pages,
+		      unsigned int delay_ms, enum bench_mode mode,
+		      uint64_t tsc_khz)
+{
+	struct run_stats s = { 0 };
+	struct ring_vmm rv;
+	struct resolver r;
+	pthread_t thread;
+	struct uf_vm u;
+	uint64_t out_tsc;
 
 	uf_vm_create(&u, nr_pages, G_APF);
-	if (async)
+	if (mode != BENCH_SYNC)
 		vm_enable_cap(u.vm, KVM_CAP_ASYNC_PF_USER, 0);
 	resolver_start(&r, &thread, &u, delay_ms);
+	if (mode == BENCH_EXITLESS) {
+		ring_open(&u, &rv, 64);
+		ring_thread_start(&rv, &r);
+	}
 	uf_run_guest(&u, &r, &s);
+	if (mode == BENCH_EXITLESS) {
+		ring_thread_stop(&rv);
+		ring_close(&rv);
+	}
 	resolver_stop(&r, thread);
 	guest_counters(u.vm);
 
 	TEST_ASSERT(r.resolved == nr_pages && access_tsc,
 		    "%lu of %lu pages resolved", r.resolved, nr_pages);
-	printf("%-22s %6lu %6lu %6lu %10.1f %10.1f %12lu %7.1f%%\n", name,
-	       nr_pages, s.async_exits, s.sync_exits,
+	/*
+	 * Out of guest mode per fault: a synchronous fault keeps the vCPU
+	 * out for all of its access; an async one from the access until the
+	 * guest's "not present" handler runs.
+	 */
+	out_tsc = mode == BENCH_SYNC ? access_tsc : not_present_tsc;
+	printf("%-22s %6lu %6.2f %10.1f %10.1f %10.1f %12lu %7.1f%%\n", name,
+	       nr_pages, (double)(s.async_exits + s.sync_exits) / nr_pages,
+	       1000.0 * out_tsc / tsc_khz / nr_pages,
 	       (double)access_tsc / tsc_khz / nr_pages,
 	       (double)busy_tsc / tsc_khz, work_done,
 	       100.0 * busy_tsc / access_tsc);
@@ -1492,8 +1937,9 @@ static void bench_one(const char *name, uint64_t nr_pages,
 /*
  * The guest reads @nr_pages marked pages, one after another; each takes
  * the resolver @delay_ms to provide.  Its TSC says how long the accesses
- * took in all, and how much of that it spent in its "not present"
- * handler's work loop, i.e. running other guest work.
+ * took in all, how long each kept the vCPU out of guest mode, and how
+ * much of the wait it spent in its "not present" handler's work loop,
+ * i.e. running other guest work.
  */
 static int bench(uint64_t nr_pages, unsigned int delay_ms)
 {
@@ -1509,13 +1955,19 @@ static int bench(uint64_t nr_pages, unsigned int delay_ms)
 
 	printf("userfault_bench: %lu pages, resolver latency %u ms per fault\n",
 	       nr_pages, delay_ms);
-	printf("share = guest work during the fault waits / fault-wait time (guest TSC)\n");
-	printf("%-22s %6s %6s %6s %10s %10s %12s %8s\n", "mode", "pages",
-	       "async", "sync", "wait/page", "work", "work loop", "share");
-	printf("%-22s %6s %6s %6s %10s %10s %12s %8s\n", "", "", "exits",
-	       "exits", "ms", "ms", "iterations", "");
-	bench_one("synchronous exits", nr_pages, delay_ms, false, tsc_khz);
-	bench_one("userspace async #PF", nr_pages, delay_ms, true, tsc_khz);
+	printf("out of guest = vCPU time out of guest mode per fault, until the guest\n"
+	       "runs again (guest TSC)\n");
+	printf("share = guest work during the fault waits / fault-wait time\n");
+	printf("%-22s %6s %6s %10s %10s %10s %12s %8s\n", "mode", "pages",
+	       "exits", "out of", "wait", "work", "work loop", "share");
+	printf("%-22s %6s %6s %10s %10s %10s %12s %8s\n", "", "",
+	       "/fault", "guest us", "ms/fault", "ms", "iterations", "");
+	bench_one("synchronous exits", nr_pages, delay_ms, BENCH_SYNC, tsc_khz);
+	bench_one("async #PF, exits", nr_pages, delay_ms, BENCH_ASYNC,
+		  tsc_khz);
+	if (kvm_check_cap(KVM_CAP_ASYNC_PF_USER_RING) > 0)
+		bench_one("async #PF, exitless", nr_pages, delay_ms,
+			  BENCH_EXITLESS, tsc_khz);
 	return 0;
 }
 
@@ -1537,6 +1989,14 @@ int main(int argc, char *argv[])
 		return test_teardown();
 	if (!strcmp(mode, "bench"))
 		return bench(pages, delay);
+	if (!strcmp(mode, "exitless"))
+		return test_exitless(pages, delay,
+				     argc > 4 ? strtoul(argv[4], NULL, 0) : 64,
+				     argc > 5 && !strcmp(argv[5], "hold"));
+	if (!strcmp(mode, "exitless-bad-input"))
+		return test_exitless_bad_input();
+	if (!strcmp(mode, "exitless-teardown"))
+		return test_exitless_teardown();
 	if (!strcmp(mode, "nested"))
 		return test_nested(pages);
 	if (!strcmp(mode, "pt"))
@@ -1546,7 +2006,8 @@ int main(int argc, char *argv[])
 
 	fprintf(stderr, "usage: %s sync|async|bad-input|teardown|bench [pages [delay_ms]]\n"
 		"       %s pt [pages [async]] | nested [pages]\n"
+		"       %s exitless [pages [delay_ms [entries [hold]]]] | exitless-bad-input | exitless-teardown\n"
 		"       %s state regs|sregs|events|msrs|apf-cycle|fpu|lapic|migrate|migrate-payload|smm|ready-first [pages]\n",
-		argv[0], argv[0], argv[0]);
+		argv[0], argv[0], argv[0], argv[0]);
 	return 1;
 }
