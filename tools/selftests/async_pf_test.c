@@ -354,6 +354,7 @@ done:
 	sync_global_from_guest(vm, nr_sync);
 	sync_global_from_guest(vm, nr_ready);
 	sync_global_from_guest(vm, nr_broadcast);
+	sync_global_from_guest(vm, nr_ready_spurious);
 	sync_global_from_guest(vm, nr_ready_overflow);
 	sync_global_from_guest(vm, ready_tokens);
 	sync_global_from_guest(vm, nr_nested);
@@ -365,8 +366,8 @@ done:
 		nr_pages, delay_ms, r.faults);
 	pr_info("async #PFs taken: %lu, synchronous faults: %lu\n",
 		nr_not_present, nr_sync);
-	pr_info("page ready: %lu (+%lu broadcast), guest work while waiting: %lu iterations (min %lu per fault, %lu faults with work)\n",
-		nr_ready, nr_broadcast, total_work,
+	pr_info("page ready: %lu (+%lu broadcast, %lu without a token), guest work while waiting: %lu iterations (min %lu per fault, %lu faults with work)\n",
+		nr_ready, nr_broadcast, nr_ready_spurious, total_work,
 		nr_not_present ? min_work : 0, nr_worked);
 
 	/* A nested async #PF is for a page the handler touched. */

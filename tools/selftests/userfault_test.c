@@ -650,7 +650,8 @@ static void async_failure_dump(struct kvm_vm *vm)
 	uint64_t i;
 
 	sync_global_from_guest(vm, ready_log);
-	for (i = 0; i < nr_ready + nr_broadcast && i < APF_READY_LOG; i++)
+	for (i = 0; i < nr_ready + nr_broadcast + nr_ready_spurious &&
+		    i < APF_READY_LOG; i++)
 		pr_info("guest: page ready %lu: token %#x\n", i, ready_log[i]);
 	trace_print("kvm_async_pf");
 }
@@ -668,6 +669,7 @@ static void guest_counters(struct kvm_vm *vm)
 	sync_global_from_guest(vm, nr_not_present);
 	sync_global_from_guest(vm, nr_ready);
 	sync_global_from_guest(vm, nr_broadcast);
+	sync_global_from_guest(vm, nr_ready_spurious);
 	sync_global_from_guest(vm, nr_ready_overflow);
 	sync_global_from_guest(vm, ready_tokens);
 	sync_global_from_guest(vm, nr_nested);
@@ -706,8 +708,9 @@ static int test_async(uint64_t nr_pages, unsigned int delay_ms)
 	pr_info("%lu pages, resolver delay %u ms: %lu async exits, %lu sync, %lu with IF=0, %lu on the second pass\n",
 		nr_pages, delay_ms, s.async_exits, s.sync_exits,
 		s.masked_exits, s.pass2_exits);
-	pr_info("guest: %lu not present, %lu ready (+%lu broadcast), work during %lu waits\n",
-		nr_not_present, nr_ready, nr_broadcast, nr_worked);
+	pr_info("guest: %lu not present, %lu ready (+%lu broadcast, %lu without a token), work during %lu waits\n",
+		nr_not_present, nr_ready, nr_broadcast, nr_ready_spurious,
+		nr_worked);
 
 	TEST_ASSERT(s.async_exits == nr_pages && r.resolved == nr_pages + 1,
 		    "%lu async exits, %lu pages resolved, for %lu pages",
@@ -1471,8 +1474,9 @@ static int test_state(const char *op, uint64_t nr_pages)
 	pr_info("%s: %lu pages, %lu async exits (%u tokens dropped, %u moves to a new VM), %lu sync\n",
 		op, nr_pages, s.async_exits, state_run.dropped,
 		state_run.migrated, s.sync_exits);
-	pr_info("guest: %lu not present, %lu ready (+%lu broadcast), %lu genuine #PF\n",
-		nr_not_present, nr_ready, nr_broadcast, nr_genuine);
+	pr_info("guest: %lu not present, %lu ready (+%lu broadcast, %lu without a token), %lu genuine #PF\n",
+		nr_not_present, nr_ready, nr_broadcast, nr_ready_spurious,
+		nr_genuine);
 
 	/*
 	 * Every page is resolved once.  A dropped token makes its page exit
@@ -1664,8 +1668,9 @@ static int test_exitless(uint64_t nr_pages, unsigned int delay_ms,
 	pr_info("%lu pages, ring of %u%s: %lu from the ring, %lu async exits, %lu sync (%lu with IF=0)\n",
 		nr_pages, entries, hold ? ", held" : "", rv.taken,
 		s.async_exits, s.sync_exits, s.masked_exits);
-	pr_info("guest: %lu not present, %lu ready (+%lu broadcast), work during %lu waits\n",
-		nr_not_present, nr_ready, nr_broadcast, nr_worked);
+	pr_info("guest: %lu not present, %lu ready (+%lu broadcast, %lu without a token), work during %lu waits\n",
+		nr_not_present, nr_ready, nr_broadcast, nr_ready_spurious,
+		nr_worked);
 
 	TEST_ASSERT(rv.taken == via_ring &&
 		    s.async_exits == nr_pages - via_ring &&
