@@ -19,7 +19,8 @@
  * the VM, so the VM outlives it; a mapping holds the file.  kvm->
  * async_pf_ring points to the ring from creation until the file is
  * released, and kvm->async_pf_ring_lock covers the pointer and the
- * ring's counts.
+ * ring's counts.  Lock order: kvm->lock, then async_pf_ring_lock, then
+ * the eventfd's wait queue lock (eventfd_signal()).
  */
 #include <linux/anon_inodes.h>
 #include <linux/eventfd.h>
@@ -34,7 +35,7 @@
 struct kvm_async_pf_ring {
 	struct kvm *kvm;
 	struct eventfd_ctx *eventfd;
-	/* Shared with userspace: header, then entries[size]. */
+	/* Shared with userspace, read-only there: header, then entries[]. */
 	struct kvm_async_pf_user_ring *shared;
 	size_t bytes;			/* of the mapping, page aligned */
 	u32 size;			/* entries, a power of two */
@@ -61,7 +62,7 @@ bool kvm_async_pf_ring_push(struct kvm_vcpu *vcpu, gpa_t gpa, u64 token,
 	struct kvm_async_pf_ring *ring;
 	bool pushed = false;
 
-	/* The lock orders this with the ring's creation and release. */
+	/* A lockless peek for VMs without a ring; rechecked under the lock. */
 	if (!READ_ONCE(kvm->async_pf_ring))
 		return false;
 
@@ -94,7 +95,7 @@ static long ring_accept(struct kvm_async_pf_ring *ring, unsigned long cons)
 	struct kvm *kvm = ring->kvm;
 	long r = -ERANGE;
 
-	if (cons > U32_MAX)
+	if (upper_32_bits(cons))
 		return -EINVAL;
 
 	spin_lock(&kvm->async_pf_ring_lock);
@@ -134,52 +135,82 @@ static void ring_vma_close(struct vm_area_struct *vma)
 	atomic_dec(&ring->maps);
 }
 
+/* The ring's pages, as the VMM touches them (like kvm_run's). */
+static vm_fault_t ring_vma_fault(struct vm_fault *vmf)
+{
+	struct kvm_async_pf_ring *ring = vmf->vma->vm_file->private_data;
+	struct page *page;
+
+	if (vmf->pgoff >= ring->bytes >> PAGE_SHIFT)
+		return VM_FAULT_SIGBUS;
+	page = vmalloc_to_page((void *)ring->shared +
+			       (vmf->pgoff << PAGE_SHIFT));
+	get_page(page);
+	vmf->page = page;
+	return 0;
+}
+
 static const struct vm_operations_struct ring_vm_ops = {
 	.open = ring_vma_open,
 	.close = ring_vma_close,
+	.fault = ring_vma_fault,
 };
 
 /*
  * One read-only, whole mapping at a time: userspace has nothing to write
- * there, and a second mapping is most likely a VMM bug (two consumers).
- * The VMAs a split or mremap() of it makes count as that one mapping.
+ * or run there, and a second mapping is most likely a VMM bug (two
+ * consumers).  The VMAs a split or mremap() of it makes, or a fork()
+ * after MADV_DOFORK, count as that one mapping.
  */
 static int ring_mmap(struct file *file, struct vm_area_struct *vma)
 {
 	struct kvm_async_pf_ring *ring = file->private_data;
-	int r;
 
 	if (vma->vm_pgoff || vma->vm_end - vma->vm_start != ring->bytes)
 		return -EINVAL;
-	if (vma->vm_flags & VM_WRITE)
-		return -EPERM;
+	if (vma->vm_flags & (VM_WRITE | VM_EXEC))
+		return -EACCES;
 	if (atomic_cmpxchg(&ring->maps, 0, 1))
 		return -EBUSY;
 
-	vma->vm_flags &= ~VM_MAYWRITE;
+	vma->vm_flags &= ~(VM_MAYWRITE | VM_MAYEXEC);
 	vma->vm_flags |= VM_DONTCOPY | VM_DONTEXPAND;
-	r = remap_vmalloc_range(vma, ring->shared, 0);
-	if (r) {
-		atomic_set(&ring->maps, 0);
-		return r;
-	}
 	vma->vm_ops = &ring_vm_ops;
 	return 0;
 }
 
 /*
  * The last reference to the file: no mapping is left and no ioctl runs.
- * Entries still in the ring are forgotten; their items stay queued on
- * their vCPUs, and KVM_ASYNC_PF_USER_READY completes them as before.
+ * The entries userspace never accepted may never have been read, and the
+ * guest may wait for their "page ready" for ever: complete them, as READY
+ * would.  The guest's retry then finds the page, or exits (there is no
+ * ring any more).  Entries it accepted stay with userspace, whose READY
+ * completes them as before; READY on a token completed here fails like a
+ * second completion (EALREADY or ESTALE).
  */
 static int ring_release(struct inode *inode, struct file *file)
 {
 	struct kvm_async_pf_ring *ring = file->private_data;
+	struct kvm_async_pf_user_ring_entry *e;
 	struct kvm *kvm = ring->kvm;
+	struct kvm_vcpu *vcpu;
+	u32 n;
 
 	spin_lock(&kvm->async_pf_ring_lock);
-	kvm->async_pf_ring = NULL;
+	if (!WARN_ON_ONCE(kvm->async_pf_ring != ring))
+		WRITE_ONCE(kvm->async_pf_ring, NULL);
 	spin_unlock(&kvm->async_pf_ring_lock);
+
+	/*
+	 * No vCPU can push any more.  KVM alone wrote the entries (the
+	 * mapping is read-only), so they name its own vCPUs and tokens.
+	 */
+	for (n = ring->consumer; n != ring->producer; n++) {
+		e = &ring->shared->entries[n & (ring->size - 1)];
+		vcpu = kvm_get_vcpu_by_id(kvm, e->vcpu_id);
+		if (vcpu)
+			kvm_async_pf_user_ready(vcpu, e->token);
+	}
 
 	eventfd_ctx_put(ring->eventfd);
 	vfree(ring->shared);
@@ -228,7 +259,7 @@ int kvm_vm_ioctl_async_pf_user_ring(struct kvm *kvm,
 	ring->eventfd = eventfd;
 	ring->size = setup.entries;
 	ring->bytes = ring_bytes(setup.entries);
-	ring->shared = vmalloc_user(ring->bytes);
+	ring->shared = __vmalloc(ring->bytes, GFP_KERNEL_ACCOUNT | __GFP_ZERO);
 	if (!ring->shared)
 		goto free_ring;
 	ring->shared->size = setup.entries;
@@ -255,7 +286,7 @@ int kvm_vm_ioctl_async_pf_user_ring(struct kvm *kvm,
 	}
 	kvm_get_kvm(kvm);
 	spin_lock(&kvm->async_pf_ring_lock);
-	kvm->async_pf_ring = ring;
+	WRITE_ONCE(kvm->async_pf_ring, ring);
 	spin_unlock(&kvm->async_pf_ring_lock);
 	mutex_unlock(&kvm->lock);
 	fd_install(fd, file);
