@@ -161,6 +161,11 @@ make_initramfs() {
 		cp "${KBP_ONLY:-$LISTS/backport.list}" "$RD/lists/backport.list"
 	fi
 	cp "$BUILD"/selftests/backport/* "$RD/tests/backport/"
+	# The entries that need KVM module parameters (see run-tests.sh): the
+	# debug tier, whose KVM is built in, runs them in a boot of their own
+	# with the parameters on the kernel command line.
+	grep -E '^[^#:]+:[[:space:]]+[a-z_]+\.[a-z_]+=' "$RD/lists/backport.list" \
+		>"$RD/lists/params.list" || true
 	UPSTREAM_LIST=$RD/lists/upstream.list
 	if [ -n "${KBP_ONLY:-}" ] || [ "$mode" = debug ] || [ "$mode" = bench ]; then
 		: >"$UPSTREAM_LIST"
@@ -272,7 +277,7 @@ pick_accel() {
 # often as it takes to run MODE's tests (see below), then add the closing
 # results of the run, named under PREFIX ("" or e.g. "debug/").
 run_vm() {
-	local kernel=$1 mode=$2 prefix=$3 timeout=$4
+	local kernel=$1 mode=$2 prefix=$3 timeout=$4 append=${5:-}
 	local deadline base boot finished done_items bpid hung got f part set bad
 
 	deadline=$(( $(date +%s) + timeout ))
@@ -287,7 +292,7 @@ run_vm() {
 		done_items=$(( $(wc -l <"$RES") - base ))
 		log "boot $boot: ${kernel#"$TOP"/} in QEMU ($ACCEL, 2 vCPUs, -cpu max), $done_items results so far"
 		: >"$BUILD/results.log"
-		VMLINUZ=$kernel qemu_boot "$ACCEL" "kbp.mode=$mode kbp.skip=$done_items" \
+		VMLINUZ=$kernel qemu_boot "$ACCEL" "kbp.mode=$mode kbp.skip=$done_items $append" \
 			$((deadline - $(date +%s))) &
 		bpid=$!
 		stdbuf -oL tail -n +1 -F --pid=$bpid "$BUILD/results.log" 2>/dev/null | tap
@@ -422,6 +427,20 @@ if tier debug; then
 	KLOG=$BUILD/kernel-debug.log
 	run_vm "$BUILD/kunit-obj/$TEST_KERNEL" debug debug/ "${KBP_TIMEOUT:-2400}"
 	phase_end
+	# The tests that need KVM module parameters, skipped above: once more
+	# with every parameter they name on the kernel command line (one boot
+	# for all: each vendor's tests skip on the other's CPUs).
+	params=$(sed -n 's/^[^:]*:[[:space:]]*//p' "$BUILD/initramfs/lists/params.list" |
+		 grep -oE '^([a-z_]+\.[a-z_]+=[^[:space:]]+[[:space:]]*)+' |
+		 tr ' ' '\n' | sed '/^$/d' | sort -u | paste -sd ' ')
+	if [ -n "$params" ]; then
+		phase "debug kernel tests with $params"
+		EXPECTED=$(( 1 + $(wc -l <"$BUILD/initramfs/lists/params.list") ))
+		KLOG=$BUILD/kernel-debug-params.log
+		run_vm "$BUILD/kunit-obj/$TEST_KERNEL" debug-params debug-params/ \
+			"${KBP_TIMEOUT:-2400}" "$params"
+		phase_end
+	fi
 fi
 
 {

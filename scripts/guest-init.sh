@@ -12,6 +12,9 @@
 #                     ours, in the same boot
 #   kbp.mode=debug    our debug kernel (make check-debug), KVM built in:
 #                     run lists/backport.list, then a kmemleak scan
+#   kbp.mode=debug-params  the same for lists/params.list, the entries
+#                     that need KVM module parameters, which the host put
+#                     on the kernel command line
 # The last lines on ttyS1 are the kernel log and "@@done".
 export PATH=/bin:/sbin
 /bin/busybox --install -s /bin
@@ -108,18 +111,20 @@ parity)
 		unload
 	done
 	;;
-debug)
+debug|debug-params)
 	# KVM is built into this kernel, with our series: check that it is
 	# there and initialised, instead of loading modules.
 	echo "kvm-backport: testing builtin modules" >/dev/kmsg
+	list=/lists/backport.list
+	[ "$mode" = debug ] || list=/lists/params.list
 	if [ -c /dev/kvm ] && [ -d "/sys/module/$vendor_mod" ] &&
 	   [ ! -e /sys/module/kvm/initstate ]; then
-		result "debug kvm-built-in pass 0 $vendor, $(uname -r)"
+		result "$mode kvm-built-in pass 0 $vendor, $(uname -r)"
 		# Tests that measure freed memory cannot on KASAN's quarantine.
 		export KBP_KASAN=1
-		run debug/backport /lists/backport.list /tests/backport 900
+		run "$mode/backport" "$list" /tests/backport 900
 	else
-		result "debug kvm-built-in fail 0 no built-in KVM with $vendor (/dev/kvm, /sys/module/$vendor_mod)"
+		result "$mode kvm-built-in fail 0 no built-in KVM with $vendor (/dev/kvm, /sys/module/$vendor_mod)"
 	fi
 	;;
 esac
@@ -157,7 +162,7 @@ exec 3>&-
 sync
 # Our debug kernel has no ACPI power-off; QEMU runs with -no-reboot, so a
 # reboot ends the VM just as well.
-if [ "$mode" = debug ]; then
-	reboot -f
-fi
+case $mode in
+debug*) reboot -f ;;
+esac
 poweroff -f

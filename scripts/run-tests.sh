@@ -37,10 +37,17 @@ param_value() {
 }
 
 # params_hold "mod.param=value ...": whether the loaded modules already
-# have these values (booleans as sysfs shows them, Y or N).
+# have these values (booleans as sysfs shows them, Y or N).  Only kvm's
+# and this CPU's vendor module count: a built-in kernel shows the other
+# vendor's parameters too.
 params_hold() {
+	vmod=$(kvm_vendor_module | tr - _)
 	for p in $1; do
 		mod=${p%%.*}
+		case $mod in
+		kvm|"$vmod") ;;
+		*) return 1 ;;
+		esac
 		rest=${p#*.}
 		cur=$(param_value "$mod" "${rest%%=*}")
 		want=${rest#*=}
@@ -60,12 +67,6 @@ params_hold() {
 reload_kvm() {
 	vendor=$(kvm_vendor_module)
 	vmod=$(echo "$vendor" | tr - _)
-	# A built-in kvm has a /sys/module entry but no initstate.
-	if [ -z "${KBP_MODULE_DIR:-}" ] ||
-	   { [ -d /sys/module/kvm ] && [ ! -e /sys/module/kvm/initstate ]; }; then
-		echo "KVM is built in, or KBP_MODULE_DIR does not name its modules"
-		return 1
-	fi
 	kvm_args=${KVM_PARAMS:-}
 	vendor_args=${VENDOR_PARAMS:-}
 	for p in $1; do
@@ -75,6 +76,12 @@ reload_kvm() {
 		*) echo "${p%%.*} is not loaded here ($vendor)"; return 1 ;;
 		esac
 	done
+	# A built-in kvm has a /sys/module entry but no initstate.
+	if [ -z "${KBP_MODULE_DIR:-}" ] ||
+	   { [ -d /sys/module/kvm ] && [ ! -e /sys/module/kvm/initstate ]; }; then
+		echo "KVM is built in (the debug tier runs this again with the parameters on its command line), or KBP_MODULE_DIR does not name its modules"
+		return 1
+	fi
 	for m in "$vmod" kvm; do
 		if [ -d "/sys/module/$m" ] && ! rmmod "$m"; then
 			echo "cannot load KVM with '$1': $m does not unload"
