@@ -40,8 +40,9 @@ static uint64_t nr_ready, nr_broadcast, nr_ready_overflow;
  * run took the token.  Seen twice in 56 runs of userfault_test async on
  * the debug tier under software emulation, each time right after a
  * delivered "page ready" that KVM's trace shows once; a Linux guest
- * survives it (its wakeup of token 0 finds nobody).  Counted apart and
- * printed, so that the tests still see every real one exactly once.
+ * survives it (its wakeup of token 0 leaves a dummy entry no sleeper
+ * matches).  Counted apart and printed, so that the tests still see every
+ * real one exactly once; the tests allow at most one per run.
  */
 static uint64_t nr_ready_spurious;
 /* Every token "page ready" carried, in order, for a failing test to print. */

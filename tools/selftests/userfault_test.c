@@ -87,8 +87,10 @@
  *	entries outstanding.
  *
  *   userfault_test bench [pages [delay_ms]]
- *	Not a test: prints the share of fault-wait time the vCPU spent
- *	running guest work, synchronous exits vs userspace async #PF.
+ *	Not a test: prints, per fault, the exits, the vCPU's time out of
+ *	guest mode and the share of the fault-wait time the guest spent on
+ *	other work, for synchronous exits, userspace async #PF with exits,
+ *	and exitless (a ring).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -735,14 +737,15 @@ static int test_async(uint64_t nr_pages, unsigned int delay_ms)
 	TEST_ASSERT(!s.pass2_exits, "%lu exits for cleared pages",
 		    s.pass2_exits);
 	if (nr_not_present != nr_pages || nr_ready != nr_pages ||
-	    nr_ready_overflow || apf_ready_left() || nr_broadcast != 1)
+	    nr_ready_overflow || apf_ready_left() || nr_broadcast != 1 ||
+	    nr_ready_spurious > 1)
 		async_failure_dump(u.vm);
 	TEST_ASSERT(nr_not_present == nr_pages && nr_ready == nr_pages &&
 		    !nr_ready_overflow && !apf_ready_left() &&
-		    nr_broadcast == 1,
-		    "guest saw %lu not present, %lu ready, %lu lost, %d never taken, %lu broadcast",
+		    nr_broadcast == 1 && nr_ready_spurious <= 1,
+		    "guest saw %lu not present, %lu ready, %lu lost, %d never taken, %lu broadcast, %lu without a token",
 		    nr_not_present, nr_ready, nr_ready_overflow,
-		    apf_ready_left(), nr_broadcast);
+		    apf_ready_left(), nr_broadcast, nr_ready_spurious);
 	/* Not every wait: a descheduled vCPU may find "ready" due at once. */
 	TEST_ASSERT(nr_worked * 2 >= nr_pages,
 		    "the guest did other work during only %lu of %lu waits",
@@ -1536,6 +1539,7 @@ struct ring_vmm {
 	size_t bytes;
 	uint32_t size, consumer;
 	uint64_t taken;		/* entries read */
+	uint64_t signalled;	/* the eventfd's counts read */
 	bool hold;		/* read entries but do not accept them */
 	bool stop;
 	struct resolver *r;
@@ -1632,8 +1636,12 @@ static void *ring_thread(void *arg)
 			continue;
 		TEST_ASSERT(read(rv->efd, &count, sizeof(count)) ==
 			    sizeof(count), "eventfd read failed");
+		rv->signalled += count;
 		ring_drain(rv->r->u, rv);
 	}
+	/* Signals of entries the last drain took may still be pending. */
+	if (read(rv->efd, &count, sizeof(count)) == sizeof(count))
+		rv->signalled += count;
 	return NULL;
 }
 
@@ -1650,8 +1658,9 @@ static void ring_thread_stop(struct ring_vmm *rv)
 }
 
 /*
- * userfault_test exitless [pages [delay_ms [ring entries]]]: the async
- * flow with a ring, where every fault that can go async must not exit.
+ * userfault_test exitless [pages [delay_ms [entries [hold]]]]: the async
+ * flow with a ring, where every fault that can go async must not exit,
+ * and the eventfd must count one signal per entry.
  * With a ring smaller than the number of pages and "hold" (entries read
  * but not accepted), the ring fills and the rest must exit as before.
  */
@@ -1686,19 +1695,23 @@ static int test_exitless(uint64_t nr_pages, unsigned int delay_ms,
 		nr_not_present, nr_ready, nr_broadcast, nr_ready_spurious,
 		nr_worked);
 
-	TEST_ASSERT(rv.taken == via_ring &&
+	TEST_ASSERT(rv.taken == via_ring && rv.signalled == via_ring &&
 		    s.async_exits == nr_pages - via_ring &&
 		    r.resolved == nr_pages + 1,
-		    "%lu ring entries, %lu async exits, %lu resolved, for %lu pages",
-		    rv.taken, s.async_exits, r.resolved, nr_pages);
+		    "%lu ring entries (%lu signalled), %lu async exits, %lu resolved, for %lu pages",
+		    rv.taken, rv.signalled, s.async_exits, r.resolved, nr_pages);
 	TEST_ASSERT(s.masked_exits == 1 && s.sync_exits == 1,
 		    "IF=0 access: %lu exits, %lu sync", s.masked_exits,
 		    s.sync_exits);
+	if (nr_not_present != nr_pages || nr_ready != nr_pages ||
+	    nr_ready_overflow || apf_ready_left() || nr_ready_spurious > 1)
+		async_failure_dump(u.vm);
 	TEST_ASSERT(nr_not_present == nr_pages && nr_ready == nr_pages &&
-		    !nr_ready_overflow && !apf_ready_left(),
-		    "guest saw %lu not present, %lu ready, %lu lost, %d never taken",
+		    !nr_ready_overflow && !apf_ready_left() &&
+		    nr_ready_spurious <= 1,
+		    "guest saw %lu not present, %lu ready, %lu lost, %d never taken, %lu without a token",
 		    nr_not_present, nr_ready, nr_ready_overflow,
-		    apf_ready_left());
+		    apf_ready_left(), nr_ready_spurious);
 	TEST_ASSERT(nr_worked * 2 >= nr_pages,
 		    "the guest did other work during only %lu of %lu waits",
 		    nr_worked, nr_pages);
@@ -1706,10 +1719,14 @@ static int test_exitless(uint64_t nr_pages, unsigned int delay_ms,
 		/* Past the producer: refused, and the ring stays as it was. */
 		EXPECT_ERRNO(ioctl(rv.fd, KVM_ASYNC_PF_USER_RING_ACCEPT,
 				   (unsigned long)rv.consumer + 1), ERANGE);
+		TEST_ASSERT(!rv.ring->consumer, "a refused accept moved the consumer");
 		TEST_ASSERT(!ioctl(rv.fd, KVM_ASYNC_PF_USER_RING_ACCEPT,
 				   (unsigned long)rv.consumer) &&
 			    rv.ring->consumer == rv.consumer,
 			    "accepting the held entries failed");
+		/* Backwards: refused too. */
+		EXPECT_ERRNO(ioctl(rv.fd, KVM_ASYNC_PF_USER_RING_ACCEPT,
+				   (unsigned long)rv.consumer - 1), ERANGE);
 	}
 
 	ring_close(&rv);
@@ -1730,7 +1747,8 @@ static int test_exitless_bad_input(void)
 	pthread_t thread;
 	struct uf_vm u;
 	int efd, pipefd[2], fd;
-	size_t bytes = ring_bytes(8);
+	/* Big enough for a mapping of several pages, to split. */
+	size_t bytes = ring_bytes(256);
 	long page = getpagesize();
 	void *p;
 
@@ -1755,7 +1773,7 @@ static int test_exitless_bad_input(void)
 	EXPECT_ERRNO(ring_create(u.vm, 8, -1, 0), EBADF);
 	EXPECT_ERRNO(ring_create(u.vm, 8, pipefd[0], 0), EINVAL);
 
-	fd = ring_create(u.vm, 8, efd, 0);
+	fd = ring_create(u.vm, 256, efd, 0);
 	TEST_ASSERT(fd >= 0, "KVM_ASYNC_PF_USER_RING failed: %s",
 		    strerror(errno));
 	EXPECT_ERRNO(ring_create(u.vm, 8, efd, 0), EEXIST);
@@ -1771,12 +1789,23 @@ static int test_exitless_bad_input(void)
 	EXPECT_ERRNO(p == MAP_FAILED ? -1 : 0, EACCES);
 	p = mmap(NULL, bytes, PROT_READ | PROT_EXEC, MAP_SHARED, fd, 0);
 	EXPECT_ERRNO(p == MAP_FAILED ? -1 : 0, EACCES);
+	p = mmap(NULL, bytes, PROT_READ | PROT_EXEC, MAP_PRIVATE, fd, 0);
+	EXPECT_ERRNO(p == MAP_FAILED ? -1 : 0, EACCES);
 	p = mmap(NULL, bytes, PROT_READ, MAP_SHARED, fd, 0);
 	TEST_ASSERT(p != MAP_FAILED, "mmap of the ring failed: %s",
 		    strerror(errno));
 	EXPECT_ERRNO(mmap(NULL, bytes, PROT_READ, MAP_SHARED, fd, 0) ==
 		     MAP_FAILED ? -1 : 0, EBUSY);
 	EXPECT_ERRNO(mprotect(p, bytes, PROT_READ | PROT_WRITE), EACCES);
+	EXPECT_ERRNO(mprotect(p, bytes, PROT_READ | PROT_EXEC), EACCES);
+	/* Half of it unmapped, the rest still counts as the mapping. */
+	if (bytes > page) {
+		TEST_ASSERT(!munmap(p, page), "munmap of the ring's first page");
+		EXPECT_ERRNO(mmap(NULL, bytes, PROT_READ, MAP_SHARED, fd, 0) ==
+			     MAP_FAILED ? -1 : 0, EBUSY);
+		p = (char *)p + page;
+		bytes -= page;
+	}
 
 	/* The consumer moves only forward, and not past the producer. */
 	EXPECT_ERRNO(ioctl(fd, KVM_ASYNC_PF_USER_RING_ACCEPT, 1UL), ERANGE);
@@ -1786,9 +1815,11 @@ static int test_exitless_bad_input(void)
 	TEST_ASSERT(!ioctl(fd, KVM_ASYNC_PF_USER_RING_ACCEPT, 0UL),
 		    "accepting nothing failed: %s", strerror(errno));
 
+	/* The fd closed, the mapping holds the ring: still one per VM. */
+	close(fd);
+	EXPECT_ERRNO(ring_create(u.vm, 8, efd, 0), EEXIST);
 	/* Unmapped and closed, the ring is gone: a new one can be made. */
 	munmap(p, bytes);
-	close(fd);
 	close(pipefd[0]);
 	close(pipefd[1]);
 	close(efd);
@@ -1815,27 +1846,40 @@ static void on_alarm(int sig)
 }
 
 /*
- * Run until the guest's first fault is in the ring; return its token.
- * The guest then waits in its handler for "page ready", and KVM_RUN does
- * not return by itself: a timer signal ends each try.
+ * Run until the guest's first fault is in the ring and the guest was told
+ * "not present" for it; return its token.  The guest then waits in its
+ * handler for "page ready", and KVM_RUN does not return by itself: a
+ * periodic timer signal ends each try (periodic, so that one landing
+ * before the vCPU enters KVM_RUN cannot leave it there for good).
  */
 static uint64_t first_ring_token(struct uf_vm *u, struct ring_vmm *rv)
 {
-	struct itimerval it = { .it_value.tv_usec = 200 * 1000 };
+	struct itimerval it = {
+		.it_value.tv_usec = 50 * 1000,
+		.it_interval.tv_usec = 50 * 1000,
+	};
+	struct itimerval off = { 0 };
 	struct sigaction sa = { .sa_handler = on_alarm };
+	uint64_t token = 0;
 	int i;
 
 	sigaction(SIGALRM, &sa, NULL);
-	for (i = 0; i < 100; i++) {
+	setitimer(ITIMER_REAL, &it, NULL);
+	for (i = 0; i < 400; i++) {
 		if (__atomic_load_n(&rv->ring->producer, __ATOMIC_ACQUIRE))
-			return rv->ring->entries[0].token;
-		setitimer(ITIMER_REAL, &it, NULL);
+			token = rv->ring->entries[0].token;
+		sync_global_from_guest(u->vm, last_token);
+		if (token && last_token == token)
+			break;
 		TEST_ASSERT(__vcpu_run(u->vcpu) == -1 && errno == EINTR,
 			    "KVM_RUN returned before the timer: exit %s",
 			    exit_reason_str(u->vcpu->run->exit_reason));
 	}
-	TEST_FAIL("no fault in the ring after %d tries", i);
-	return 0;
+	setitimer(ITIMER_REAL, &off, NULL);
+	TEST_ASSERT(token && last_token == token,
+		    "no fault in the ring delivered after %d tries (token %#lx)",
+		    i, token);
+	return token;
 }
 
 /*
@@ -1889,6 +1933,8 @@ static int test_exitless_teardown(void)
 	ring_open(&u, &rv, 8);
 	token = first_ring_token(&u, &rv);
 	ring_close(&rv);
+	/* Completed by the release, "page ready" not delivered yet. */
+	EXPECT_ERRNO(async_pf_ready(u.vcpu, token, 0), EALREADY);
 	memset(&s, 0, sizeof(s));
 	resolver_start(&r, &thread, &u, 0);
 	uf_run_guest(&u, &r, &s);
@@ -1896,7 +1942,6 @@ static int test_exitless_teardown(void)
 	TEST_ASSERT(s.async_exits == 4 && r.completed == 4,
 		    "ring closed with its entry unread: %lu async exits, %u completed",
 		    s.async_exits, r.completed);
-	EXPECT_ERRNO(async_pf_ready(u.vcpu, token, 0), ESTALE);
 	uf_vm_free(&u);
 	wait_limit_tsc = 0;
 	pr_info("ring closed with an entry unread: KVM completed it, the retry exited\n");
@@ -1920,7 +1965,12 @@ static int test_exitless_teardown(void)
 		first_ring_token(&u, &rv);
 		close(rv.fd);
 		uf_vm_free(&u);
-		/* The VM is still there: the mapping holds it. */
+		/*
+		 * The ring is still there: the mapping holds it, and the VM.
+		 * Dropped pages make the read fault the ring in again.
+		 */
+		TEST_ASSERT(!madvise(rv.ring, rv.bytes, MADV_DONTNEED),
+			    "MADV_DONTNEED on the ring failed");
 		TEST_ASSERT(__atomic_load_n(&rv.ring->producer,
 					    __ATOMIC_ACQUIRE) == 1,
 			    "the ring's mapping changed under the VMM");
