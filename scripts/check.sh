@@ -164,7 +164,7 @@ make_initramfs() {
 	# The entries that need KVM module parameters (see run-tests.sh): the
 	# debug tier, whose KVM is built in, runs them in a boot of their own
 	# with the parameters on the kernel command line.
-	grep -E '^[^#:]+:[[:space:]]+[a-z_]+\.[a-z_]+=' "$RD/lists/backport.list" \
+	grep -E '^[^#:]+:[[:space:]]+[a-z0-9_]+\.[a-z0-9_]+=' "$RD/lists/backport.list" \
 		>"$RD/lists/params.list" || true
 	UPSTREAM_LIST=$RD/lists/upstream.list
 	if [ -n "${KBP_ONLY:-}" ] || [ "$mode" = debug ] || [ "$mode" = bench ]; then
@@ -431,8 +431,12 @@ if tier debug; then
 	# with every parameter they name on the kernel command line (one boot
 	# for all: each vendor's tests skip on the other's CPUs).
 	params=$(sed -n 's/^[^:]*:[[:space:]]*//p' "$BUILD/initramfs/lists/params.list" |
-		 grep -oE '^([a-z_]+\.[a-z_]+=[^[:space:]]+[[:space:]]*)+' |
-		 tr ' ' '\n' | sed '/^$/d' | sort -u | paste -sd ' ')
+		 { grep -oE '^([a-z0-9_]+\.[a-z0-9_]+=[^[:space:]]+[[:space:]]*)+' || true; } |
+		 tr -s '[:space:]' '\n' | sed '/^$/d' | sort -u | paste -sd ' ')
+	# One boot for all: two values for one parameter cannot both hold.
+	# shellcheck disable=SC2086 # one word per parameter
+	dup=$(printf '%s\n' $params | sed 's/=.*//' | uniq -d)
+	[ -z "$dup" ] || die "backport.list sets $dup to two values; the debug tier cannot run both in one boot"
 	if [ -n "$params" ]; then
 		phase "debug kernel tests with $params"
 		EXPECTED=$(( 1 + $(wc -l <"$BUILD/initramfs/lists/params.list") ))

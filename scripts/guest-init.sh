@@ -44,10 +44,11 @@ out "# mode $mode, kernel $(uname -r), $(nproc) CPUs, vendor $vendor, resuming a
 
 # The stock modules KVM depends on stay loaded throughout (the debug
 # kernel has everything built in).
-if [ "$mode" != debug ]; then
-	insmod /modules/stock/irqbypass.ko
-	[ "$vendor" = kvm-amd ] && insmod /modules/stock/ccp.ko
-fi
+case $mode in
+debug*) ;;
+*)	insmod /modules/stock/irqbypass.ko
+	[ "$vendor" = kvm-amd ] && insmod /modules/stock/ccp.ko ;;
+esac
 
 # load SET: load kvm and the vendor module of SET (stock or ours) and
 # check that what got loaded is that set.
@@ -122,6 +123,9 @@ debug|debug-params)
 		result "$mode kvm-built-in pass 0 $vendor, $(uname -r)"
 		# Tests that measure freed memory cannot on KASAN's quarantine.
 		export KBP_KASAN=1
+		# The host put the parameters the tests need on the command
+		# line: one that does not hold is a failure, not a skip.
+		[ "$mode" = debug ] || export KBP_PARAMS_ON_CMDLINE=1
 		run "$mode/backport" "$list" /tests/backport 900
 	else
 		result "$mode kvm-built-in fail 0 no built-in KVM with $vendor (/dev/kvm, /sys/module/$vendor_mod)"

@@ -76,6 +76,11 @@ reload_kvm() {
 		*) echo "${p%%.*} is not loaded here ($vendor)"; return 1 ;;
 		esac
 	done
+	# The debug tier's second boot: the kernel command line had them.
+	if [ -n "${KBP_PARAMS_ON_CMDLINE:-}" ]; then
+		echo "cannot load KVM with '$1': the kernel command line did not set them"
+		return 1
+	fi
 	# A built-in kvm has a /sys/module entry but no initstate.
 	if [ -z "${KBP_MODULE_DIR:-}" ] ||
 	   { [ -d /sys/module/kvm ] && [ ! -e /sys/module/kvm/initstate ]; }; then
