@@ -37,9 +37,10 @@ static uint64_t nr_ready, nr_broadcast, nr_ready_overflow;
  * "Page ready" interrupts that found no token in the data area.  KVM
  * writes the token before it raises the interrupt, once per item, so the
  * handler can only see 0 if the interrupt was delivered twice: the first
- * run took the token.  Seen twice in 56 runs of userfault_test async on
- * the debug tier under software emulation, each time right after a
- * delivered "page ready" that KVM's trace shows once; a Linux guest
+ * run took the token.  Seen under software emulation twice in 56 runs
+ * of userfault_test async on the debug tier, each time right after a
+ * delivered "page ready" that KVM's trace shows once, and in
+ * async_pf_test basic (kernel async #PF) on our modules; a Linux guest
  * survives it (its wakeup of token 0 leaves a dummy entry no sleeper
  * matches).  Counted apart and printed, so that the tests still see every
  * real one exactly once; the tests allow at most one per run.
