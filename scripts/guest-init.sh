@@ -6,10 +6,14 @@
 # Kernel messages go to the console (ttyS0); test results go to ttyS1, so
 # the host reads them without kernel noise in between.  The kernel command
 # line selects the run:
-#   kbp.mode=default  load our modules, run lists/upstream.list and
-#                     lists/backport.list
-#   kbp.mode=parity   run lists/parity.list on the stock modules, then on
-#                     ours, in the same boot
+#   kbp.mode=default  load our modules, run lists/backport.list and
+#                     lists/upstream.list
+#   kbp.mode=parity   run lists/backport.list and lists/upstream.list on
+#                     the stock modules, then on ours, in the same boot
+#   kbp.mode=bench    the same with lists/backport.list only (the host
+#                     put tools/selftests/bench.list there)
+#   kbp.mode=probe    run nothing: the host only checks that the VM boots
+#                     to the end, and with which vendor, under -accel kvm
 #   kbp.mode=debug    our debug kernel (make check-debug), KVM built in:
 #                     run lists/backport.list, then a kmemleak scan
 #   kbp.mode=debug-params  the same for lists/params.list, the entries
