@@ -12,12 +12,19 @@
 #   make check-host      the same lists on this machine (needs root, VT)
 #   make bench           benchmarks (tools/selftests/bench.list), stock vs ours
 #   make load / unload   swap the stock modules for ours and back
+#   make clean           remove build/ (sources, objects, kernels, logs)
 #
-# Variables: KERNELRELEASE=<release> (another installed Debian kernel),
-# KSRC=<tree or tarball> (source instead of linux-source-<series>),
-# KBP_TIERS="modules kunit" (tiers of make check; default: all three,
-# modules kunit debug), NO_KUNIT=1 and NO_DEBUG=1 (make check without
-# that tier).
+# Variables (environment or make VAR=value):
+#   KERNELRELEASE=<release>  another installed Debian kernel as target
+#   KSRC=<tree or tarball>   source instead of linux-source-<series>
+#   KBP_TIERS="modules kunit debug"  tiers of make check (default: all)
+#   NO_KUNIT=1, NO_DEBUG=1   make check without that tier
+#   KBP_ONLY=<list file>     only that list of our selftests, no upstream
+#   KBP_ACCEL=tcg|kvm        test VM accelerator (default: kvm if it works)
+#   KBP_TIMEOUT=<seconds>    limit for the whole VM run of a tier
+#   KBP_TCG_THREADS=multi    make bench on multi-threaded TCG
+#   KVM_PARAMS, VENDOR_PARAMS  module parameters for make load/check-host
+#   KBP_KEEP_LOADED=1        make check-host leaves our modules loaded
 
 SHELL := /bin/bash
 
@@ -57,4 +64,4 @@ clean:
 	rm -rf build
 
 help:
-	@sed -n 's/^#   //p' Makefile
+	@sed -n -e 's/^#   //p' -e 's/^# \(Variables.*\)/\n\1/p' Makefile
