@@ -738,11 +738,11 @@ static int test_async(uint64_t nr_pages, unsigned int delay_ms)
 		    s.pass2_exits);
 	if (nr_not_present != nr_pages || nr_ready != nr_pages ||
 	    nr_ready_overflow || apf_ready_left() || nr_broadcast != 1 ||
-	    nr_ready_spurious > 1)
+	    nr_ready_spurious * 4 > nr_ready)
 		async_failure_dump(u.vm);
 	TEST_ASSERT(nr_not_present == nr_pages && nr_ready == nr_pages &&
 		    !nr_ready_overflow && !apf_ready_left() &&
-		    nr_broadcast == 1 && nr_ready_spurious <= 1,
+		    nr_broadcast == 1 && nr_ready_spurious * 4 <= nr_ready,
 		    "guest saw %lu not present, %lu ready, %lu lost, %d never taken, %lu broadcast, %lu without a token",
 		    nr_not_present, nr_ready, nr_ready_overflow,
 		    apf_ready_left(), nr_broadcast, nr_ready_spurious);
@@ -1704,11 +1704,12 @@ static int test_exitless(uint64_t nr_pages, unsigned int delay_ms,
 		    "IF=0 access: %lu exits, %lu sync", s.masked_exits,
 		    s.sync_exits);
 	if (nr_not_present != nr_pages || nr_ready != nr_pages ||
-	    nr_ready_overflow || apf_ready_left() || nr_ready_spurious > 1)
+	    nr_ready_overflow || apf_ready_left() ||
+	    nr_ready_spurious * 4 > nr_ready)
 		async_failure_dump(u.vm);
 	TEST_ASSERT(nr_not_present == nr_pages && nr_ready == nr_pages &&
 		    !nr_ready_overflow && !apf_ready_left() &&
-		    nr_ready_spurious <= 1,
+		    nr_ready_spurious * 4 <= nr_ready,
 		    "guest saw %lu not present, %lu ready, %lu lost, %d never taken, %lu without a token",
 		    nr_not_present, nr_ready, nr_ready_overflow,
 		    apf_ready_left(), nr_ready_spurious);
