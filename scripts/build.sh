@@ -4,6 +4,7 @@
 # Build kvm.ko, kvm-intel.ko and kvm-amd.ko for the target kernel and copy
 # them to build/<release>/modules/.
 set -euo pipefail
+# shellcheck source=SCRIPTDIR/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 resolve_target

@@ -12,6 +12,7 @@
 # 2 the check could not run.  With --control, also check that a header
 # with a planted collision is refused, i.e. that the check can fail.
 set -euo pipefail
+# shellcheck source=SCRIPTDIR/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 resolve_target
@@ -69,7 +70,11 @@ for suite in trixie sid; do
 	if ref=$(fetch "$suite"); then
 		refs+=("$ref")
 	else
-		cached=$(ls -d "$UAPI/$suite"-*/kvm.h 2>/dev/null | tail -n 1)
+		# The last cached one in glob (ls) order; none leaves it empty.
+		cached=
+		for c in "$UAPI/$suite"-*/kvm.h; do
+			[ ! -e "$c" ] || cached=$c
+		done
 		[ -n "$cached" ] || { log "no linux-libc-dev from $suite"; exit 2; }
 		refs+=("$cached,$(basename "$(dirname "$cached")") (cached)")
 	fi

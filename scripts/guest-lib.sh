@@ -1,4 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0
+# shellcheck shell=sh
 # Helpers shared by the test VM's scripts (busybox sh) and the host's
 # (bash, through lib.sh).  POSIX sh only.  Source it, do not run it.
 

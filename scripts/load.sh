@@ -6,6 +6,7 @@
 # anything holds /dev/kvm or a VM (the modules could not be removed, and a
 # VMM would lose its VMs).
 set -euo pipefail
+# shellcheck source=SCRIPTDIR/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 ACTION=$1

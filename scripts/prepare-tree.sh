@@ -16,6 +16,7 @@
 # in place only when their contents differ, so kbuild rebuilds only what
 # a change really touches.
 set -euo pipefail
+# shellcheck source=SCRIPTDIR/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 MODE=$1
@@ -121,7 +122,7 @@ else
 			--ignore-failed-read "${members[@]}" 2>/dev/null || true
 	fi
 fi
-[ -f "$NEW/Makefile" ] && [ -d "$NEW/virt/kvm" ] ||
+[[ -f $NEW/Makefile && -d $NEW/virt/kvm ]] ||
 	die "$SRC does not look like a Linux source tree"
 
 src_ver=$(sed -n -e 's/^VERSION = //p' -e 's/^PATCHLEVEL = //p' -e 's/^SUBLEVEL = //p' \
@@ -148,6 +149,7 @@ if [ "$MODE" = kvm ]; then
 	# kbuild reads Kbuild in preference to Makefile: ours wraps the
 	# distro's (patched) arch/x86/kvm/Makefile, which is written for an
 	# in-tree build and refers to the KVM sources as $(srctree).
+	# shellcheck disable=SC2016 # $(srctree) and $(kvm-tree) are make's, not ours
 	sed 's/\$(srctree)/$(kvm-tree)/g' "$NEW/arch/x86/kvm/Makefile" \
 		>"$NEW/arch/x86/kvm/Makefile.distro"
 	cp "$TOP/Kbuild" "$NEW/arch/x86/kvm/Kbuild"

@@ -5,6 +5,7 @@
 # series applied, so they see our uAPI) and our own selftests, as static
 # binaries, into build/<release>/selftests/.
 set -euo pipefail
+# shellcheck source=SCRIPTDIR/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 resolve_target
@@ -42,12 +43,13 @@ MK
 nobuild=$(list_entries "$TOP/tools/selftests/$KSERIES/nobuild.list" | awk '{ print $1 }')
 bad=0
 built=0
+own=0
 for t in "${ALL[@]}"; do
 	rel=${t#"$KST"/}
 	name=$(basename "$rel")
 	if [ -x "$t" ]; then
 		case $rel in
-		backport/*) cp "$t" "$OUT/backport/" ;;
+		backport/*) cp "$t" "$OUT/backport/"; own=$((own + 1)) ;;
 		*) cp "$t" "$OUT/upstream/"; built=$((built + 1)) ;;
 		esac
 		if grep -qx "$name" <<<"$nobuild"; then
@@ -63,4 +65,4 @@ for t in "${ALL[@]}"; do
 	fi
 done
 [ $bad -eq 0 ] || die "selftest build failed (log: $BUILD/selftests-build.log)"
-log "built $built upstream and $(ls "$OUT/backport" | wc -l) own selftests into ${OUT#"$TOP"/}"
+log "built $built upstream and $own own selftests into ${OUT#"$TOP"/}"
