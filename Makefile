@@ -4,8 +4,9 @@
 # source with our patch series.  See README.md.
 #
 #   make                 build kvm.ko, kvm-intel.ko, kvm-amd.ko
-#   make check           our modules in QEMU on the stock distro kernel,
-#                        then our KUnit suites, then the debug kernel tier
+#   make check           the README's test command: style, uapi numbers, our
+#                        modules in QEMU on the stock distro kernel, our
+#                        KUnit suites, the debug kernel tier
 #   make kunit           our KUnit suites on a kernel built from the same source
 #   make check-debug     our selftests on that kernel (KASAN, lockdep, kmemleak)
 #   make check-parity    every upstream selftest, stock modules vs ours
@@ -13,18 +14,24 @@
 #   make bench           benchmarks (tools/selftests/bench.list), stock vs ours
 #   make load / unload   swap the stock modules for ours and back
 #   make clean           remove build/ (sources, objects, kernels, logs)
+#   make help            this text; scripts/kbp-test --help for the runner
 #
 # Variables (environment or make VAR=value):
+#   ARGS="..."               more scripts/kbp-test options for the test
+#                            targets, e.g. ARGS="--test 'userfault_*'"
 #   KERNELRELEASE=<release>  another installed Debian kernel as target
 #   KSRC=<tree or tarball>   source instead of linux-source-<series>
-#   KBP_TIERS="modules kunit debug"  tiers of make check (default: all)
+#   KBP_TIERS="modules kunit debug"  tiers of make check (default: style
+#                            uapi modules kunit debug); --tier
 #   NO_KUNIT=1, NO_DEBUG=1   make check without that tier
-#   KBP_ONLY=<list file>     only that list of our selftests, no upstream
-#   KBP_ACCEL=tcg|kvm        test VM accelerator (default: kvm if it works)
-#   KBP_TIMEOUT=<seconds>    limit for the whole VM run of a tier
-#   KBP_TCG_THREADS=multi    make bench on multi-threaded TCG
+#   KBP_ONLY=<list file>     only that list of our selftests, no upstream; --list
+#   KBP_ACCEL=tcg|kvm        test VM accelerator (default: kvm if it works); --accel
+#   KBP_TIMEOUT=<seconds>    limit for the whole VM run of a tier; --timeout
+#   KBP_TCG_THREADS=multi    multi-threaded TCG; --tcg-threads
+#   KBP_KUNIT_ARGS="..."     more kunit.py exec arguments (a suite glob)
 #   KVM_PARAMS, VENDOR_PARAMS  module parameters for make load/check-host
-#   KBP_KEEP_LOADED=1        make check-host leaves our modules loaded
+#   KBP_KEEP_LOADED=1        make check-host leaves our modules loaded;
+#                            --keep-loaded
 
 SHELL := /bin/bash
 
@@ -36,23 +43,25 @@ all: modules
 modules:
 	@scripts/build.sh
 
+RUNNER := scripts/kbp-test
+
 check:
-	@scripts/check.sh default
+	@$(RUNNER) check $(ARGS)
 
 kunit:
-	@scripts/kunit.sh run
+	@$(RUNNER) check --tier kunit $(ARGS)
 
 check-debug:
-	@scripts/check.sh debug
+	@$(RUNNER) check --tier debug $(ARGS)
 
 check-parity:
-	@scripts/check.sh parity
+	@$(RUNNER) parity $(ARGS)
 
 check-host:
-	@scripts/check-host.sh
+	@$(RUNNER) host $(ARGS)
 
 bench:
-	@scripts/check.sh bench
+	@$(RUNNER) bench $(ARGS)
 
 load:
 	@scripts/load.sh load

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# kunit.sh build|exec [JSON]|run
+# kunit.sh build|exec [JSON]
 #
 # Our self-built test kernel: the target's source tree with our series
 # applied and our files added (build/<release>/kunit-src, a clean copy:
@@ -13,18 +13,20 @@
 #   build  build the kernel, unless its inputs (source version, series
 #          and patches, our files, the kunitconfig, this script) are those
 #          of the last build
-#   exec   run the suites of the last build (JSON: kunit.py's results
-#          as JSON into that file, as well as its output)
-#   run    build, then run the KUnit suites in QEMU (-cpu max, so the
-#          built-in kvm-amd initialises on SVM with NPT); the output is
-#          kunit.py's and the exit status non-zero on any failure
+#   exec   run the suites of the last build in QEMU (-cpu max, so the
+#          built-in kvm-amd initialises on SVM with NPT); JSON: kunit.py's
+#          results as JSON into that file, as well as its output
+#
+# make kunit (scripts/kbp-test check --tier kunit) does both and judges
+# the results and the kernel's log.
 #
 # Environment: KBP_KUNIT_ARGS (more kunit.py exec arguments, e.g. a
 # filter glob "kvm_async_pf.*").
 set -euo pipefail
+# shellcheck source=SCRIPTDIR/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-ACTION=${1:-run}
+ACTION=${1:-}
 resolve_target
 # shellcheck disable=SC2046 # package lists
 need_pkgs $(build_pkgs) $(kernel_build_pkgs) qemu-system-x86
@@ -66,19 +68,10 @@ exec_suites() {
 	local json=()
 	[ -z "${1:-}" ] || json=(--json="$1")
 	[ -f "$OBJ/$TEST_KERNEL" ] || die "no test kernel in $OBJ; run $0 build"
-	local rc=0 bad
+	# The kernel's log is in $OBJ/test.log; scripts/kbp-test judges it.
 	# shellcheck disable=SC2086 # extra arguments are split on purpose
 	kunit_py exec --timeout=600 --qemu_args='-cpu max -smp 2' \
-		"${json[@]}" ${KBP_KUNIT_ARGS:-} || rc=$?
-	# In 6.1 a KASAN (or lockdep, ODEBUG, WARN) report does not fail the
-	# KUnit case that caused it: it is only in the kernel's log, which
-	# kunit.py keeps in test.log.  Any report fails the run.
-	if bad=$("$TOP/scripts/scan-kernel-log.sh" <"$OBJ/test.log"); then
-		return $rc
-	fi
-	printf '%s\n' "$bad" | sort -u | sed -n '1,40s/^/kernel report: /p'
-	log "the test kernel reported problems while the suites ran (log: ${OBJ#"$TOP"/}/test.log)"
-	return 3
+		"${json[@]}" ${KBP_KUNIT_ARGS:-}
 }
 
 case $ACTION in
@@ -88,18 +81,7 @@ build)
 exec)
 	exec_suites "${2:-}"
 	;;
-run)
-	phase "build test kernel"
-	build
-	phase_end
-	phase "kunit"
-	rc=0
-	exec_suites || rc=$?
-	phase_end
-	phase_summary
-	exit $rc
-	;;
 *)
-	die "unknown action '$ACTION'"
+	die "say build or exec [JSON] (make kunit runs both)"
 	;;
 esac

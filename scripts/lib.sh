@@ -1,4 +1,5 @@
 # SPDX-License-Identifier: GPL-2.0
+# shellcheck shell=bash
 # Shared helpers for the build and test scripts.  Source it, do not run it.
 #
 # Every script prints its progress as "kvm-backport: ..." lines so that a
@@ -128,6 +129,7 @@ kernel_build_pkgs() {
 	echo "python3 flex bison bc libelf-dev libssl-dev"
 }
 # The self-built KUnit and debug kernel, in build/<release>/kunit-obj.
+# shellcheck disable=SC2034 # used by the scripts that source this
 TEST_KERNEL=arch/x86/boot/bzImage
 
 # need_headers: the target's kbuild tree, which must be installed by now.
@@ -162,47 +164,4 @@ backport_version() {
 # command line (KERNELRELEASE in particular) into it.
 kmake() {
 	env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL -u KERNELRELEASE make "$@"
-}
-
-# summarize RESULTS [parity]: print the plain closing line for a results
-# file ("set name status" lines, from scripts/tap.awk) and fail when any
-# test failed.  In a parity run the stock and ours results are judged by
-# the parity table (PARITY_BAD set when it found a regression) instead.
-summarize() {
-	local res=$1 mode=${2:-} passed skipped failed
-	passed=$(awk '$3 == "pass"' "$res" | wc -l)
-	skipped=$(awk '$3 == "skip"' "$res" | wc -l)
-	if [ "$mode" = parity ]; then
-		failed=$(awk '$3 != "pass" && $3 != "skip" && $1 !~ /^(stock|ours)\//' "$res" | wc -l)
-		[ -z "${PARITY_BAD:-}" ] || failed=$((failed + 1))
-	else
-		failed=$(awk '$3 != "pass" && $3 != "skip"' "$res" | wc -l)
-	fi
-	echo "$passed passed, $failed failed, $skipped skipped"
-	[ "$failed" -eq 0 ]
-}
-
-# build_for_tests: everything a test run needs installed and built: the
-# packages, our modules and the selftests, as timed phases.
-build_for_tests() {
-	# One apt-get line for everything when not root.
-	# shellcheck disable=SC2046 # package lists
-	need_pkgs $(build_pkgs) $(test_pkgs)
-	need_headers
-	phase "build modules"
-	"$TOP/scripts/build.sh"
-	phase_end
-	phase "build selftests"
-	"$TOP/scripts/selftests.sh"
-	phase_end
-}
-
-# tap: run-tests.sh lines on stdin to TAP on stdout, numbered after the
-# results already in $RES, to which they are added.  mawk (Debian's awk)
-# buffers its input unless told not to, and results should show as they
-# come.
-tap() {
-	local awk=(awk)
-	awk -W version 2>&1 | grep -q mawk && awk=(awk -W interactive)
-	"${awk[@]}" -v START="$(wc -l <"$RES")" -v RESULTS="$RES" -f "$TOP/scripts/tap.awk"
 }
