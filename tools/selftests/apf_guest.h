@@ -7,13 +7,14 @@
  *
  * The handlers update the counters behind the guest's main flow, which
  * reads them with READ_ONCE(); the host reads them back with
- * sync_global_from_guest().
+ * apf_guest_sync_counters().
  */
 #ifndef SELFTEST_BACKPORT_APF_GUEST_H
 #define SELFTEST_BACKPORT_APF_GUEST_H
 
 #include <asm/kvm_para.h>
 
+#include "kvm_util.h"
 #include "processor.h"
 #include "apic.h"
 
@@ -40,7 +41,7 @@ static uint64_t nr_ready, nr_broadcast, nr_ready_overflow;
  * run took the token.  Seen under software emulation twice in 56 runs
  * of userfault_test async on the debug tier, each time right after a
  * delivered "page ready" that KVM's trace shows once, and in
- * async_pf_test basic (kernel async #PF) on our modules; a Linux guest
+ * async_pf_test (kernel async #PF) on our modules; a Linux guest
  * survives it (its wakeup of token 0 leaves a dummy entry no sleeper
  * matches).  Counted apart and printed, so that the tests still see every
  * real one exactly once; they allow one for every four real ones, far
@@ -51,8 +52,11 @@ static uint64_t nr_ready_spurious;
 #define APF_READY_LOG	64
 static uint32_t ready_log[APF_READY_LOG];
 
-/* "Not present" handlers running, and how many started inside another. */
-static uint64_t apf_depth, nr_nested;
+/*
+ * "Not present" exceptions taken (each test's handler counts them), the
+ * handlers running, and how many started inside another.
+ */
+static uint64_t nr_not_present, apf_depth, nr_nested;
 
 /* Enable async #PF, "page ready" as interrupt APF_VECTOR, in any mode. */
 static inline void guest_apf_enable(uint64_t apf_gpa)
@@ -131,7 +135,22 @@ static void guest_ready_handler(struct ex_regs *regs)
 }
 
 /*
- * Host side: after sync_global_from_guest() of ready_tokens, the tokens
+ * Host side: copy the counters above, and the ready tokens, from the guest
+ * into the host's variables of the same names.
+ */
+static inline void apf_guest_sync_counters(struct kvm_vm *vm)
+{
+	sync_global_from_guest(vm, nr_not_present);
+	sync_global_from_guest(vm, nr_nested);
+	sync_global_from_guest(vm, nr_ready);
+	sync_global_from_guest(vm, nr_broadcast);
+	sync_global_from_guest(vm, nr_ready_spurious);
+	sync_global_from_guest(vm, nr_ready_overflow);
+	sync_global_from_guest(vm, ready_tokens);
+}
+
+/*
+ * Host side: after apf_guest_sync_counters(), the tokens
  * whose "page ready" arrived but that no handler took.
  */
 static inline int apf_ready_left(void)

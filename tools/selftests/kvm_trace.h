@@ -1,14 +1,20 @@
 /* SPDX-License-Identifier: GPL-2.0-only */
 /*
  * KVM's trace events as our selftests use them: where tracefs is (debugfs
- * is mounted by the test harness) and switching one event on or off.
+ * is mounted by the test harness), switching one event on or off, and
+ * reading the trace buffer.
  */
 #ifndef SELFTEST_BACKPORT_KVM_TRACE_H
 #define SELFTEST_BACKPORT_KVM_TRACE_H
 
 #include <fcntl.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
+
+#include "test_util.h"
 
 #define TRACE_DIR	"/sys/kernel/debug/tracing"
 
@@ -29,6 +35,54 @@ static inline int trace_set(const char *event, const char *val)
 	ret = write(fd, val, 1) == 1 ? 0 : -1;
 	close(fd);
 	return ret;
+}
+
+/*
+ * Empty the trace buffer, so that what a test reads from it afterwards is
+ * its own.  Returns 0, or -1 if there is no trace buffer.
+ */
+static inline int trace_clear(void)
+{
+	int fd = open(TRACE_DIR "/trace", O_WRONLY | O_TRUNC);
+
+	if (fd < 0)
+		return -1;
+	close(fd);
+	return 0;
+}
+
+/*
+ * Count the event lines of the trace buffer that contain both @w1 and @w2
+ * ("" is in every line), and print them if @print.  A buffer that cannot
+ * be read fails the test, except when printing: that is done to explain
+ * a failure, which must not turn into another one.
+ */
+static inline uint64_t trace_lines(const char *w1, const char *w2, bool print)
+{
+	FILE *f = fopen(TRACE_DIR "/trace", "r");
+	char line[512];
+	uint64_t n = 0;
+
+	if (!f && print)
+		return 0;
+	TEST_ASSERT(f, "cannot read " TRACE_DIR "/trace");
+	while (fgets(line, sizeof(line), f)) {
+		/* The buffer's header, not an event. */
+		if (line[0] == '#')
+			continue;
+		if (!strstr(line, w1) || !strstr(line, w2))
+			continue;
+		n++;
+		if (print)
+			pr_info("trace: %s", line);
+	}
+	fclose(f);
+	return n;
+}
+
+static inline uint64_t trace_count(const char *w1, const char *w2)
+{
+	return trace_lines(w1, w2, false);
 }
 
 #endif

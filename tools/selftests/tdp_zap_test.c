@@ -30,12 +30,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "kvm_util.h"
 #include "processor.h"
 #include "test_util.h"
+#include "backport_util.h"
 
 #define PARAM_WQ	"/sys/module/kvm/parameters/tdp_mmu_zap_wq"
 #define PARAM_NX	"/sys/module/kvm/parameters/nx_huge_pages"
@@ -146,14 +146,6 @@ static void param_write(const char *path, const char *val)
 		    "cannot write '%s' to %s", val, path);
 }
 
-static double now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
 static void set_victim(struct test_vm *t, uint64_t gpa, uint64_t pages)
 {
 	struct kvm_userspace_memory_region r = {
@@ -169,8 +161,7 @@ static void set_victim(struct test_vm *t, uint64_t gpa, uint64_t pages)
 
 static uint64_t read_progress(struct test_vm *t, int i)
 {
-	return READ_ONCE(*(uint64_t *)addr_gva2hva(t->vm,
-						   (vm_vaddr_t)&progress[i]));
+	return guest_u64_live(t->vm, &progress[i]);
 }
 
 /* The VM under test, for the runner threads. */
