@@ -20,13 +20,3 @@ kvm_vendor_module() {
 		echo none
 	fi
 }
-
-# count_item: count one test item in $KBP_COUNTER (when set) and succeed
-# when an earlier boot of the same run already ran it (the first
-# $KBP_SKIP items): the guest resumes after a test that wedged the VM.
-count_item() {
-	[ -n "${KBP_COUNTER:-}" ] || return 1
-	n=$(( $(cat "$KBP_COUNTER" 2>/dev/null || echo 0) + 1 ))
-	echo "$n" >"$KBP_COUNTER"
-	[ "$n" -le "${KBP_SKIP:-0}" ]
-}

@@ -14,7 +14,7 @@
 #                             check that kvm says VERSION ("none": the
 #                             stock modules carry no version)
 #   loaded ITEM SET DIR VERSION  the same check for modules loaded already
-#   builtin ITEM SET          check that KVM is built into this kernel
+#   builtin ITEM              check that KVM is built into this kernel
 #   unload                    rmmod the vendor module and kvm
 #   test ITEM TIMEOUT SKIPEXITS OUTPUT PARAMS BINARY [ARGS...]
 #
@@ -28,7 +28,7 @@
 set -uf
 PLAN=$1
 SKIP=${2:-0}
-LOG=${TMPDIR:-/tmp}/guest-run.$$
+LOG=$(mktemp) || exit 1
 # shellcheck source=scripts/guest-lib.sh
 . "$(dirname "$0")/guest-lib.sh"
 
@@ -123,16 +123,17 @@ run_test() {
 		result "$item" fail 0 "$bin not built"
 		return 0
 	fi
+	# A parameter of the other vendor's module: not this CPU's test
+	# (checked first: a built-in kernel shows both vendors' parameters).
+	for p in $params; do
+		case ${p%%.*} in
+		kvm|"$vmod") ;;
+		*) result "$item" skip 0 "needs $p: this CPU runs $vendor"
+		   return 0 ;;
+		esac
+	done
 	reloaded=
 	if [ -n "$params" ] && ! params_hold "$params"; then
-		# A parameter of the other vendor's module: not this CPU's test.
-		for p in $params; do
-			case ${p%%.*} in
-			kvm|"$vmod") ;;
-			*) result "$item" skip 0 "needs $p: this CPU runs $vendor"
-			   return 0 ;;
-			esac
-		done
 		if ! why=$(reload_kvm "$params"); then
 			result "$item" fail 0 "needs $params: $why"
 			[ "$moddir" = none ] || reload_kvm "" >/dev/null
