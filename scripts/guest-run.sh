@@ -199,8 +199,12 @@ while read -r op args; do
 			result "$1" fail 0 "no built-in KVM with $vendor (/dev/kvm, /sys/module/$vmod)"
 		fi ;;
 	unload)
-		# kmem_cache_destroy() reports objects the tests leaked.
-		rmmod "$vmod" kvm ;;
+		# kmem_cache_destroy() reports objects the tests leaked.  One
+		# module at a time: a test killed while it reloaded KVM may have
+		# left kvm without its vendor module, and kvm must still go.
+		for m in "$vmod" kvm; do
+			[ ! -d "/sys/module/$m" ] || rmmod "$m"
+		done ;;
 	test)
 		run_test "$@" ;;
 	*)
