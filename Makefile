@@ -12,6 +12,7 @@
 #   make check-parity    every upstream selftest, stock modules vs ours
 #   make check-host      the same lists on this machine (needs root, VT)
 #   make bench           benchmarks (tools/selftests/bench.list), stock vs ours
+#   make check-abi       our exports' CRCs against the distro's (Module.symvers)
 #   make load / unload   swap the stock modules for ours and back
 #   make clean           remove build/ (sources, objects, kernels, logs)
 #   make help            this text; scripts/kbp-test --help for the runner
@@ -36,7 +37,7 @@
 SHELL := /bin/bash
 
 .PHONY: all modules check kunit check-debug check-parity check-host bench \
-	load unload clean help
+	check-abi load unload clean help
 
 all: modules
 
@@ -62,6 +63,9 @@ check-host:
 
 bench:
 	@$(RUNNER) bench $(ARGS)
+
+check-abi: modules
+	@scripts/check-abi.sh
 
 load:
 	@scripts/load.sh load
