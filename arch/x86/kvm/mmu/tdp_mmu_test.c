@@ -136,7 +136,7 @@ static void tdp_zap_test_exit(struct kunit *test)
 		 * Whatever a failed test left behind: the workers may still
 		 * own roots, so let them finish before the puts below.
 		 */
-		if (ctx->kvm->arch.tdp_mmu_zap_pool) {
+		if (ctx->kvm->tdp_mmu_zap_pool) {
 			mutex_lock(&ctx->kvm->slots_lock);
 			kvm_tdp_mmu_zap_invalidated_roots(ctx->kvm, 0, -1ULL);
 			mutex_unlock(&ctx->kvm->slots_lock);
@@ -171,8 +171,8 @@ static struct kvm_tdp_zap_pool *tdp_zap_test_create_pool(struct kunit *test)
 	struct tdp_zap_test *ctx = test->priv;
 
 	KUNIT_ASSERT_EQ(test, kvm_tdp_mmu_create_zap_pool(ctx->kvm), 0);
-	KUNIT_ASSERT_NOT_NULL(test, ctx->kvm->arch.tdp_mmu_zap_pool);
-	return ctx->kvm->arch.tdp_mmu_zap_pool;
+	KUNIT_ASSERT_NOT_NULL(test, ctx->kvm->tdp_mmu_zap_pool);
+	return ctx->kvm->tdp_mmu_zap_pool;
 }
 
 /* Enough shadow pages and headers for a root or one 4 KiB mapping. */
@@ -628,8 +628,8 @@ tdp_zap_test_create_pool_confined(struct kunit *test, int cpu,
 	KUNIT_ASSERT_FALSE(test, IS_ERR(task));
 	wait_for_completion(&c.done);
 	KUNIT_ASSERT_EQ(test, c.ret, 0);
-	KUNIT_ASSERT_NOT_NULL(test, ctx->kvm->arch.tdp_mmu_zap_pool);
-	return ctx->kvm->arch.tdp_mmu_zap_pool;
+	KUNIT_ASSERT_NOT_NULL(test, ctx->kvm->tdp_mmu_zap_pool);
+	return ctx->kvm->tdp_mmu_zap_pool;
 }
 
 /*
@@ -752,7 +752,7 @@ static void tdp_zap_test_sync(struct kunit *test)
 
 	WRITE_ONCE(tdp_mmu_zap_wq, false);
 	KUNIT_ASSERT_EQ(test, kvm_tdp_mmu_create_zap_pool(ctx->kvm), 0);
-	KUNIT_ASSERT_NULL(test, ctx->kvm->arch.tdp_mmu_zap_pool);
+	KUNIT_ASSERT_NULL(test, ctx->kvm->tdp_mmu_zap_pool);
 	kvm_tdp_mmu_show_zap_cpus(&m, ctx->kvm);
 	KUNIT_EXPECT_EQ(test, m.count, (size_t)0);
 
