@@ -4,9 +4,10 @@
 # source with our patch series.  See README.md.
 #
 #   make                 build kvm.ko, kvm-intel.ko, kvm-amd.ko
-#   make check           the README's test command: style, uapi numbers, our
-#                        modules in QEMU on the stock distro kernel, our
-#                        KUnit suites, the debug kernel tier
+#   make check           the README's test command: style, uapi numbers, the
+#                        distro's module ABI, our modules in QEMU on the
+#                        stock distro kernel, our KUnit suites, the debug
+#                        kernel tier
 #   make kunit           our KUnit suites on a kernel built from the same source
 #   make check-debug     our selftests on that kernel (KASAN, lockdep, kmemleak)
 #   make check-parity    every upstream selftest, stock modules vs ours
@@ -23,7 +24,7 @@
 #   KERNELRELEASE=<release>  another installed Debian kernel as target
 #   KSRC=<tree or tarball>   source instead of linux-source-<series>
 #   KBP_TIERS="modules kunit debug"  tiers of make check (default: style
-#                            uapi modules kunit debug); --tier
+#                            uapi abi modules kunit debug); --tier
 #   NO_KUNIT=1, NO_DEBUG=1   make check without that tier
 #   KBP_ONLY=<list file>     only that list of our selftests, no upstream; --list
 #   KBP_ACCEL=tcg|kvm        test VM accelerator (default: kvm if it works); --accel
