@@ -15,6 +15,10 @@
 #                             stock modules carry no version)
 #   loaded ITEM SET DIR VERSION  the same check for modules loaded already
 #   builtin ITEM              check that KVM is built into this kernel
+#   client ITEM MODULE        modprobe MODULE, a module of the distro that
+#                             uses KVM's exports, from /lib/modules; it
+#                             must load and hold kvm; then rmmod what
+#                             the modprobe loaded
 #   unload                    rmmod the vendor module and kvm
 #   test ITEM TIMEOUT SKIPEXITS OUTPUT PARAMS BINARY [ARGS...]
 #
@@ -172,6 +176,24 @@ run_test() {
 	result "$item" "$status" "$secs" "$note"
 }
 
+# client ITEM MODULE: with MODVERSIONS, MODULE loads only if every KVM
+# export it uses has the CRC it was built against; holding kvm shows it
+# bound to the KVM the plan loaded.
+client() {
+	before=$(cut -d' ' -f1 /proc/modules)
+	if out=$(modprobe "$2" 2>&1) && [ -e "/sys/module/kvm/holders/$2" ]; then
+		result "$1" pass 0 "$2 loaded on kvm $(cat /sys/module/kvm/version 2>/dev/null || echo stock)"
+	else
+		why=$(dmesg | grep -e "$2" -e disagrees -e 'Unknown symbol' | tail -n 2 | tr '\n' ' ')
+		result "$1" fail 0 "modprobe $2: ${out:-it does not hold kvm} $why"
+	fi
+	# /proc/modules lists the newest first: remove in that order what
+	# the modprobe added.
+	for m in $(cut -d' ' -f1 /proc/modules); do
+		echo "$before" | grep -qx "$m" || rmmod "$m"
+	done
+}
+
 # shellcheck disable=SC2086 # plan fields are single words
 while read -r op args; do
 	set -- $args
@@ -205,6 +227,8 @@ while read -r op args; do
 		for m in "$vmod" kvm; do
 			[ ! -d "/sys/module/$m" ] || rmmod "$m"
 		done ;;
+	client)
+		client "$@" ;;
 	test)
 		run_test "$@" ;;
 	*)
