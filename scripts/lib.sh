@@ -43,7 +43,9 @@ need_pkgs() {
 			missing+=("$p")
 	done
 	[ ${#missing[@]} -eq 0 ] && return 0
-	if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then
+	# Under DKMS we run inside dpkg, which holds the package database.
+	if [ -n "${KBP_DKMS:-}" ] || [ "$(id -u)" -ne 0 ] ||
+		! command -v apt-get >/dev/null; then
 		die "missing packages; run: sudo apt-get install ${missing[*]}"
 	fi
 	log "installing missing packages: ${missing[*]}"
@@ -118,7 +120,10 @@ resolve_target() {
 
 # Debian packages needed to build the modules, and to test them.
 build_pkgs() {
-	echo "$HDR_PKG make gcc patch rsync xz-utils"
+	# Under DKMS the headers' package may be the one being configured
+	# (its postinst runs DKMS); DKMS itself checks the kernel's tree.
+	[ -n "${KBP_DKMS:-}" ] || echo "$HDR_PKG"
+	echo "make gcc patch rsync xz-utils"
 	[ -n "${KSRC:-}" ] || echo "linux-source-$KSERIES"
 }
 test_pkgs() {
@@ -153,11 +158,26 @@ headers_version() {
 		die "cannot read the kernel version of $HDR"
 }
 
+# project_version: the version of this source: 0.<commits>+g<hash> in a
+# git checkout (".dirty" with uncommitted changes), which orders as the
+# history does and so serves as the Debian package version; elsewhere
+# (a DKMS source tree) the VERSION file that make deb wrote.
+project_version() {
+	local v
+	if [ "$(git -C "$TOP" rev-parse --show-toplevel 2>/dev/null)" = "$TOP" ]; then
+		v=0.$(git -C "$TOP" rev-list --count HEAD)+g$(git -C "$TOP" rev-parse --short=7 HEAD)
+		git -C "$TOP" diff --quiet HEAD 2>/dev/null || v=$v.dirty
+	elif [ -f "$TOP/VERSION" ]; then
+		v=$(cat "$TOP/VERSION")
+	else
+		v=unknown
+	fi
+	printf '%s' "$v"
+}
+
 # backport_version: the version tag our modules carry.
 backport_version() {
-	local d
-	d=$(git -C "$TOP" describe --always --dirty --tags 2>/dev/null) || d=unknown
-	printf '%s-%s+%s' "$PROJECT" "$d" "$KREL"
+	printf '%s-%s+%s' "$PROJECT" "$(project_version)" "$KREL"
 }
 
 # kmake ARGS...: make in a kernel tree without leaking our own make's

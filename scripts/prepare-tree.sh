@@ -11,6 +11,9 @@
 #              and whatever the series touches), with our Kbuild installed
 #              in arch/x86/kvm so kbuild can build it with M=.
 # MODE "full": the whole source tree (selftests, KUnit, debug kernels).
+# MODE "check": only check that the source is there and matches the
+#              target's headers (dkms.conf skips a kernel that fails
+#              this); DEST is unused.
 #
 # The tree is rebuilt only when its inputs change, and files are updated
 # in place only when their contents differ, so kbuild rebuilds only what
@@ -46,9 +49,20 @@ else
 	SRC=/usr/src/$SRC_PKG.tar.xz
 	src_deb=$(pkg_version "$SRC_PKG")
 	hdr_deb=$(pkg_version "$HDR_PKG")
-	[ "$src_deb" = "$hdr_deb" ] ||
-		die "$SRC_PKG is $src_deb but $HDR_PKG is $hdr_deb: install matching versions (apt-get install $SRC_PKG=$hdr_deb) or set KSRC"
+	# A kernel update may arrive before its source: build nothing then.
+	if [ "$src_deb" != "$hdr_deb" ]; then
+		if [ -n "${KBP_DKMS:-}" ]; then
+			# Not an error: dkms.conf skips this kernel.
+			log "$KREL skipped: it needs $SRC_PKG $hdr_deb, installed is ${src_deb:-none}: apt-get install $SRC_PKG=$hdr_deb, then dkms autoinstall -k $KREL" >&2
+			exit 1
+		fi
+		die "$KREL needs $SRC_PKG $hdr_deb, installed is ${src_deb:-none}: apt-get install $SRC_PKG=$hdr_deb, or set KSRC"
+	fi
 	SRC_ID="pkg:$SRC_PKG:$src_deb"
+fi
+if [ "$MODE" = check ]; then
+	log "source for $KREL: ${SRC_ID#*:}"
+	exit 0
 fi
 
 # Inputs that decide the tree's contents.
