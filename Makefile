@@ -6,15 +6,20 @@
 #   make                 build kvm.ko, kvm-intel.ko, kvm-amd.ko
 #   make check           the README's test command: style, uapi numbers, the
 #                        distro's module ABI, our modules in QEMU on the
-#                        stock distro kernel, our KUnit suites, the debug
-#                        kernel tier
+#                        stock distro kernel, the package on a Debian 12
+#                        rootfs, our KUnit suites, the debug kernel tier
 #   make kunit           our KUnit suites on a kernel built from the same source
 #   make check-debug     our selftests on that kernel (KASAN, lockdep, kmemleak)
 #   make check-parity    every upstream selftest, stock modules vs ours
 #   make check-host      the same lists on this machine (needs root, VT)
 #   make bench           benchmarks (tools/selftests/bench.list), stock vs ours
 #   make check-abi       our exports' CRCs against the distro's (Module.symvers)
-#   make load / unload   swap the stock modules for ours and back
+#   make deb             build/deb/kvm-backport-dkms_<version>_all.deb (DKMS)
+#   make install         install our modules in /lib/modules/<release>/updates
+#                        (hosts without the package), depmod, load them
+#   make uninstall       remove them; the stock modules again
+#   make load / unload   swap the stock modules for ours and back, until
+#                        the next boot
 #   make clean           remove build/ (sources, objects, kernels, logs)
 #   make help            this text; scripts/kbp-test --help for the runner
 #
@@ -24,13 +29,14 @@
 #   KERNELRELEASE=<release>  another installed Debian kernel as target
 #   KSRC=<tree or tarball>   source instead of linux-source-<series>
 #   KBP_TIERS="modules kunit debug"  tiers of make check (default: style
-#                            uapi abi modules kunit debug); --tier
+#                            uapi abi modules deb kunit debug); --tier
 #   NO_KUNIT=1, NO_DEBUG=1   make check without that tier
 #   KBP_ONLY=<list file>     only that list of our selftests, no upstream; --list
 #   KBP_ACCEL=tcg|kvm        test VM accelerator (default: kvm if it works); --accel
 #   KBP_TIMEOUT=<seconds>    limit for the whole VM run of a tier; --timeout
 #   KBP_TCG_THREADS=multi    multi-threaded TCG; --tcg-threads
 #   KBP_KUNIT_ARGS="..."     more kunit.py exec arguments (a suite glob)
+#   DESTDIR=<root>           make install/uninstall into another root
 #   KVM_PARAMS, VENDOR_PARAMS  module parameters for make load/check-host
 #   KBP_KEEP_LOADED=1        make check-host leaves our modules loaded;
 #                            --keep-loaded
@@ -38,7 +44,7 @@
 SHELL := /bin/bash
 
 .PHONY: all modules check kunit check-debug check-parity check-host bench \
-	check-abi load unload clean help
+	check-abi deb install uninstall load unload clean help
 
 all: modules
 
@@ -67,6 +73,15 @@ bench:
 
 check-abi: modules
 	@scripts/check-abi.sh
+
+deb:
+	@scripts/make-deb.sh
+
+install: modules
+	@scripts/install.sh install
+
+uninstall:
+	@scripts/install.sh uninstall
 
 load:
 	@scripts/load.sh load
