@@ -1,7 +1,10 @@
 #!/bin/sh
 # SPDX-License-Identifier: GPL-2.0
 #
-# /init of the test VM's initramfs (built by scripts/kbp-test).
+# /init of the test VM's initramfs (built by scripts/kbp-test), or, in
+# the package test, /kbp/guest-init.sh of the Debian rootfs that
+# scripts/rootfs-init.sh switches to: the guest scripts and the plan are
+# beside it.
 #
 # Kernel messages go to the console (ttyS0); the protocol of
 # Documentation/testing.rst ("The host/guest protocol") goes to ttyS1, so
@@ -10,8 +13,10 @@
 # "kbp.skip=N" on the kernel command line says that an earlier boot of
 # the same run reported everything up to item N.  The last lines on ttyS1
 # are the kernel log and "@@done".
-export PATH=/bin:/sbin
-/bin/busybox --install -s /bin
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+KBP=$(dirname "$0")
+# The initramfs has busybox alone; a Debian rootfs has the real tools.
+[ -e /bin/mount ] || /bin/busybox --install -s /bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
@@ -19,7 +24,7 @@ mount -t tmpfs tmp /tmp
 mount -t debugfs debugfs /sys/kernel/debug
 exec 3>/dev/ttyS1
 # shellcheck source=scripts/guest-lib.sh
-. /guest-lib.sh
+. "$KBP/guest-lib.sh"
 
 skip=0
 read -r cmdline </proc/cmdline
@@ -29,7 +34,7 @@ for arg in $cmdline; do
 	esac
 done
 echo "@@hello kernel=$(uname -r) cpus=$(nproc) vendor=$(kvm_vendor_module) skip=$skip" >&3
-sh /guest-run.sh /plan "$skip" >&3 2>&1
+sh "$KBP/guest-run.sh" "$KBP/plan" "$skip" >&3 2>&1
 
 echo "@@dmesg" >&3
 dmesg >&3
@@ -63,5 +68,6 @@ echo "@@done" >&3
 exec 3>&-
 sync
 # QEMU runs with -no-reboot, so a reboot ends the VM (our debug kernel
-# has no ACPI power-off).
-reboot -f
+# has no ACPI power-off; a minimal Debian rootfs has no reboot command).
+reboot -f 2>/dev/null
+echo b >/proc/sysrq-trigger

@@ -14,6 +14,11 @@
 #                             check that kvm says VERSION ("none": the
 #                             stock modules carry no version)
 #   loaded ITEM SET DIR VERSION  the same check for modules loaded already
+#   modprobe ITEM SET VERSION WHERE
+#                             modprobe the vendor module as the installed
+#                             system has it, check that modprobe finds kvm
+#                             in a path that contains WHERE and that kvm
+#                             says VERSION
 #   builtin ITEM              check that KVM is built into this kernel
 #   client ITEM MODULE        modprobe MODULE, a module of the distro that
 #                             uses KVM's exports, from /lib/modules; it
@@ -50,12 +55,12 @@ result() {
 	[ "$item" -le "$SKIP" ] || echo "RESULT $item $*"
 }
 
-# check_loaded ITEM SET VERSION: KVM and this CPU's vendor module are
-# loaded and kvm is the one expected.
+# check_loaded ITEM SET VERSION [NOTE]: KVM and this CPU's vendor module
+# are loaded and kvm is the one expected.
 check_loaded() {
 	have=$(cat /sys/module/kvm/version 2>/dev/null || echo none)
 	if [ "$have" = "$3" ] && [ -d "/sys/module/$vmod" ]; then
-		result "$1" pass 0 "kvm $have, $vendor"
+		result "$1" pass 0 "kvm $have, $vendor${4:+, $4}"
 	else
 		result "$1" fail 0 "kvm version '$have', expected '$3' ($vendor)"
 	fi
@@ -176,6 +181,24 @@ run_test() {
 	result "$item" "$status" "$secs" "$note"
 }
 
+# system_load ITEM SET VERSION WHERE: load KVM the way the installed
+# system does, through depmod's search order.
+system_load() {
+	mark "$2"
+	path=$(modinfo -n kvm 2>&1)
+	case $path in
+	*"$4"*) ;;
+	*)	result "$1" fail 0 "modprobe would load kvm from '$path', expected $4"
+		return 0 ;;
+	esac
+	if ! out=$(modprobe "$vendor" 2>&1); then
+		result "$1" fail 0 "modprobe $vendor: $out"
+		return 0
+	fi
+	moddir=$(dirname "$path")
+	check_loaded "$1" "$2" "$3" "$path"
+}
+
 # client ITEM MODULE: with MODVERSIONS, MODULE loads only if every KVM
 # export it uses has the CRC it was built against; holding kvm shows it
 # bound to the KVM the plan loaded.
@@ -189,7 +212,7 @@ client() {
 	fi
 	# /proc/modules lists the newest first: remove in that order what
 	# the modprobe added.
-	for m in $(cut -d' ' -f1 /proc/modules); do
+	cut -d' ' -f1 /proc/modules | while read -r m; do
 		echo "$before" | grep -qx "$m" || rmmod "$m"
 	done
 }
@@ -210,6 +233,8 @@ while read -r op args; do
 		moddir=$3
 		mark "$2"
 		check_loaded "$1" "$2" "$4" ;;
+	modprobe)
+		system_load "$@" ;;
 	builtin)
 		moddir=none
 		mark builtin

@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# rootfs.sh: the real Debian 12 root file system the package test of
+# make check (scripts/kbp-test, tier "deb") installs kvm-backport-dkms
+# into and boots the stock kernel on.
+#
+#   rootfs.sh base            create build/<release>/rootfs/base once (debootstrap
+#                             from the Debian archive, then the target's kernel
+#                             image and headers, linux-source-<series>, dkms) and
+#                             print its path; kept until its inputs change
+#   rootfs.sh mount DIR       DIR/merged: a writable overlay on the base, so
+#                             that every run starts from the same rootfs
+#   rootfs.sh umount DIR      undo mount
+#   rootfs.sh chroot ROOT CMD run the shell command CMD in ROOT with /proc,
+#                             /sys and /dev, as dpkg's scripts expect
+#
+# The base also holds the headers of the newest older kernel ABI of the
+# series in the archive and, in apt's cache, the linux-source it was
+# built from: the package test builds for that second kernel as well.
+# base/.kbp-second says "<release> <version>" of it (empty: none).
+set -euo pipefail
+# shellcheck source=SCRIPTDIR/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+MIRROR=${KBP_MIRROR:-http://deb.debian.org/debian}
+SECURITY=${KBP_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
+
+in_root() {
+	local root=$1 rc=0
+	shift
+	mount -t proc proc "$root/proc"
+	mount --bind /sys "$root/sys"
+	mount --bind /dev "$root/dev"
+	chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+		HOME=/root LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive \
+		/bin/sh -c "$*" || rc=$?
+	umount "$root/dev" "$root/sys" "$root/proc"
+	return $rc
+}
+
+apt_in() {
+	local root=$1
+	shift
+	in_root "$root" "apt-get -q -y --no-install-recommends -o Dpkg::Use-Pty=0 $*"
+}
+
+# second_kernel: the newest older ABI of the target's series that the
+# archive has headers for, and its Debian version.
+second_kernel() {
+	local abi=${KREL#"$KSERIES".0-} best=
+	abi=${abi%-amd64}
+	best=$(apt-cache search --names-only "^linux-headers-${KSERIES//./\\.}\.0-[0-9]+-amd64$" |
+		sed -n "s/^linux-headers-${KSERIES//./\\.}\.0-\([0-9]*\)-amd64 .*/\1/p" |
+		awk -v abi="$abi" '$1 < abi' | sort -n | tail -n 1)
+	[ -n "$best" ] || return 0
+	printf '%s.0-%s-amd64 %s' "$KSERIES" "$best" \
+		"$(apt-cache policy "linux-headers-$KSERIES.0-$best-amd64" |
+			awk '/Candidate:/ { print $2 }')"
+}
+
+base() {
+	local dir=$BUILD/rootfs base key ver second rel2 ver2 t
+	base=$dir/base
+	ver=$(pkg_version "$HDR_PKG")
+	[ -n "$ver" ] || die "no version of $HDR_PKG in apt's lists; run apt-get update"
+	second=$(second_kernel)
+	key=$(printf '%s\n' "$KREL $ver" "$second" "$MIRROR $SECURITY" |
+		cat - "$TOP/scripts/rootfs.sh" | sha256sum | cut -d' ' -f1)
+	if [ "$(cat "$dir/base.stamp" 2>/dev/null)" = "$key" ] && [ -d "$base" ]; then
+		log "Debian 12 rootfs ${base#"$TOP"/} is up to date" >&2
+		echo "$base"
+		return
+	fi
+	need_pkgs debootstrap
+	rm -rf "$base" "$base.new"
+	mkdir -p "$dir"
+	t=$(date +%s)
+	log "debootstrap: a minimal Debian 12 rootfs from $MIRROR (about a minute)" >&2
+	debootstrap --variant=minbase bookworm "$base.new" "$MIRROR" \
+		>"$dir/debootstrap.log" 2>&1 ||
+		die "debootstrap failed (log: $dir/debootstrap.log)"
+	cat >"$base.new/etc/apt/sources.list" <<SOURCES
+deb $MIRROR bookworm main
+deb $MIRROR bookworm-updates main
+deb $SECURITY bookworm-security main
+SOURCES
+	# The archive's Release files may be past their Valid-Until.
+	printf 'Acquire::Check-Valid-Until "false";\n' \
+		>"$base.new/etc/apt/apt.conf.d/99kvm-backport"
+	echo kbp-rootfs >"$base.new/etc/hostname"
+	log "installing into the rootfs: linux-image-$KREL, $HDR_PKG, linux-source-$KSERIES ($ver), dkms (about 2 minutes)" >&2
+	{
+		apt_in "$base.new" update &&
+		apt_in "$base.new" install "linux-image-$KREL=$ver" "$HDR_PKG=$ver" \
+			"linux-source-$KSERIES=$ver" dkms openssl kmod
+	} >"$dir/apt.log" 2>&1 || die "installing into the rootfs failed (log: $dir/apt.log)"
+	if [ -n "$second" ]; then
+		read -r rel2 ver2 <<<"$second"
+		log "second kernel of the series: headers of $rel2 ($ver2) and its linux-source in apt's cache" >&2
+		{
+			apt_in "$base.new" install "linux-headers-$rel2=$ver2" &&
+			apt_in "$base.new" install --download-only --allow-downgrades \
+				"linux-source-$KSERIES=$ver2"
+		} >>"$dir/apt.log" 2>&1 ||
+			die "installing $rel2's headers into the rootfs failed (log: $dir/apt.log)"
+	fi
+	echo "$second" >"$base.new/.kbp-second"
+	mv "$base.new" "$base"
+	echo "$key" >"$dir/base.stamp"
+	log "rootfs ready in $(( $(date +%s) - t ))s: $(du -sh "$base" | cut -f1)" >&2
+	echo "$base"
+}
+
+case ${1:-} in
+base)
+	[ "$(id -u)" -eq 0 ] || die "the rootfs test needs root (debootstrap, chroot, mount)"
+	resolve_target
+	base
+	;;
+mount)
+	resolve_target
+	d=$2
+	umount "$d/merged" 2>/dev/null || true
+	rm -rf "$d/upper" "$d/work"
+	mkdir -p "$d/upper" "$d/work" "$d/merged"
+	mount -t overlay kbp-rootfs -o "lowerdir=$BUILD/rootfs/base,upperdir=$d/upper,workdir=$d/work" \
+		"$d/merged" || die "cannot mount an overlay on the rootfs (needs overlayfs)"
+	;;
+umount)
+	umount "$2/merged" 2>/dev/null || true
+	rm -rf "$2/upper" "$2/work"
+	;;
+chroot)
+	root=$2
+	shift 2
+	in_root "$root" "$*"
+	;;
+*)
+	die "usage: rootfs.sh base | mount DIR | umount DIR | chroot ROOT CMD"
+	;;
+esac
