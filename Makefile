@@ -13,7 +13,8 @@
 #   make check-parity    every upstream selftest, stock modules vs ours
 #   make check-host      the same lists on this machine (needs root, VT)
 #   make bench           benchmarks (tools/selftests/bench.list), stock vs ours
-#   make check-abi       our exports' CRCs against the distro's (Module.symvers)
+#   make check-abi       our exports' CRCs against the distro's (Module.symvers),
+#                        the layouts of KVM's structures against the stock BTF
 #   make deb             build/deb/kvm-backport-dkms_<version>_all.deb (DKMS)
 #   make install         install our modules in /lib/modules/<release>/updates
 #                        (hosts without the package), depmod, load them
@@ -71,8 +72,8 @@ check-host:
 bench:
 	@$(RUNNER) bench $(ARGS)
 
-check-abi: modules
-	@scripts/check-abi.sh
+check-abi:
+	@$(RUNNER) check --tier abi $(ARGS)
 
 deb:
 	@scripts/make-deb.sh
