@@ -31,7 +31,7 @@
 #   KSRC=<tree or tarball>   source instead of linux-source-<series>
 #   KBP_TIERS="modules kunit debug"  tiers of make check (default: style
 #                            uapi abi modules deb kunit debug); --tier
-#   NO_KUNIT=1, NO_DEBUG=1   make check without that tier
+#   NO_KUNIT=1, NO_DEB=1, NO_DEBUG=1  make check without that tier
 #   KBP_ONLY=<list file>     only that list of our selftests, no upstream; --list
 #   KBP_ACCEL=tcg|kvm        test VM accelerator (default: kvm if it works); --accel
 #   KBP_TIMEOUT=<seconds>    limit for the whole VM run of a tier; --timeout
@@ -91,7 +91,8 @@ unload:
 	@scripts/load.sh unload
 
 clean:
-	rm -rf build
+	@[ ! -d build ] || [ "$$(id -u)" -ne 0 ] || scripts/rootfs.sh release
+	rm -rf --one-file-system build
 
 help:
 	@sed -n -e 's/^#   //p' -e 's/^# \(Variables.*\)/\n\1/p' Makefile

@@ -41,13 +41,18 @@ if [ -n "$running" ] && [ -d /sys/module/kvm ]; then
 	[ ! -d "/sys/module/$vmod" ] || refs=$(cat "/sys/module/$vmod/refcnt")
 	[ "$refs" -eq 0 ] ||
 		die "kvm is in use ($refs open /dev/kvm or VM reference(s)); stop the VMs, then make $ACTION"
+	# Another module on kvm (kvmgt) would keep it from unloading.
+	held=$(find /sys/module/kvm/holders -mindepth 1 -maxdepth 1 -printf '%f\n' |
+		grep -vx "$vmod" | tr '\n' ' ') || true
+	[ -z "$held" ] || die "kvm is used by module(s) $held; unload them, then make $ACTION"
 fi
 
+# reload: load KVM again from where modprobe now finds it, if the target
+# kernel runs with KVM loaded; 1 if that failed (nothing is loaded then).
 reload() {
 	[ -n "$running" ] && [ "$vendor" != none ] && [ -d /sys/module/kvm ] || return 0
-	modprobe -r "$vmod" kvm || die "cannot unload kvm; see dmesg"
-	modprobe "$vmod" || die "modprobe $vmod failed; see dmesg"
-	log "loaded: kvm $(cat /sys/module/kvm/version 2>/dev/null || echo "(stock)")"
+	modprobe -r "$vmod" kvm || return 1
+	modprobe "$vmod"
 }
 
 case $ACTION in
@@ -55,17 +60,32 @@ install)
 	for m in kvm kvm-intel kvm-amd; do
 		[ -f "$BUILD/modules/$m.ko" ] || die "no $m.ko for $KREL; run make first"
 	done
+	# Under lockdown (Secure Boot) unsigned modules would be refused at
+	# every boot from now on: refuse here instead.
+	if [ -n "$running" ] && [ -r /sys/kernel/security/lockdown ] &&
+		! grep -q '\[none\]' /sys/kernel/security/lockdown &&
+		[ -z "$(modinfo -F sig_id "$BUILD/modules/kvm.ko" 2>/dev/null)" ]; then
+		die "kernel lockdown is on and our modules are unsigned: use the package, whose DKMS signs them (README.md, Secure Boot)"
+	fi
 	mkdir -p "$DIR"
 	install -m 644 "$BUILD"/modules/kvm{,-intel,-amd}.ko "$DIR/"
 	depmod ${ROOT:+-b "$ROOT"} "$KREL"
 	log "installed $(backport_version) in $DIR"
-	reload
+	if ! reload; then
+		# Never leave the host without KVM: back to the stock modules.
+		rm -rf --one-file-system "$DIR"
+		depmod "$KREL"
+		modprobe "$vmod" || true
+		die "our modules did not load (see dmesg); removed them, the stock ones are back"
+	fi
+	[ -z "$running" ] || [ ! -d /sys/module/kvm ] ||
+		log "loaded: kvm $(cat /sys/module/kvm/version 2>/dev/null || echo "(stock)")"
 	;;
 uninstall)
 	[ -d "$DIR" ] || { log "nothing installed in $DIR"; exit 0; }
-	rm -rf "$DIR"
+	rm -rf --one-file-system "$DIR"
 	depmod ${ROOT:+-b "$ROOT"} "$KREL"
 	log "removed $DIR; modprobe loads the stock modules of $KREL again"
-	reload
+	reload || die "the stock modules did not load (see dmesg)"
 	;;
 esac

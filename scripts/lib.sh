@@ -166,7 +166,8 @@ project_version() {
 	local v
 	if [ "$(git -C "$TOP" rev-parse --show-toplevel 2>/dev/null)" = "$TOP" ]; then
 		v=0.$(git -C "$TOP" rev-list --count HEAD)+g$(git -C "$TOP" rev-parse --short=7 HEAD)
-		git -C "$TOP" diff --quiet HEAD 2>/dev/null || v=$v.dirty
+		# make deb packs untracked files too: they make it dirty.
+		[ -z "$(git -C "$TOP" status --porcelain 2>/dev/null)" ] || v=$v.dirty
 	elif [ -f "$TOP/VERSION" ]; then
 		v=$(cat "$TOP/VERSION")
 	else

@@ -9,10 +9,12 @@ set -euo pipefail
 # shellcheck source=SCRIPTDIR/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-need_pkgs dpkg-dev debhelper dh-dkms fakeroot
+need_pkgs dpkg-dev debhelper dh-dkms
 VER=$(project_version)
 [ "$VER" != unknown ] ||
 	die "no version: make deb needs a git checkout or a VERSION file"
+[ "$(git -C "$TOP" rev-parse --is-shallow-repository 2>/dev/null)" != true ] ||
+	die "a shallow clone cannot count its commits for the version; run git fetch --unshallow"
 
 # dkms.conf's BUILD_EXCLUSIVE_KERNEL must take exactly the kernels of
 # the series we carry patches for.
@@ -47,7 +49,7 @@ kvm-backport ($VER) unstable; urgency=medium
 CHANGES
 
 log "dpkg-buildpackage (log: ${OUT#"$TOP"/}/build.log)"
-(cd "$STAGE" && dpkg-buildpackage -b -us -uc -rfakeroot) >"$OUT/build.log" 2>&1 || {
+(cd "$STAGE" && dpkg-buildpackage -b -us -uc) >"$OUT/build.log" 2>&1 || {
 	tail -n 20 "$OUT/build.log" >&2
 	die "dpkg-buildpackage failed (log: $OUT/build.log)"
 }

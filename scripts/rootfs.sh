@@ -7,18 +7,21 @@
 #
 #   rootfs.sh base            create build/<release>/rootfs/base once (debootstrap
 #                             from the Debian archive, then the target's kernel
-#                             image and headers, linux-source-<series>, dkms) and
-#                             print its path; kept until its inputs change
+#                             image and headers, linux-source-<series>, dkms);
+#                             kept until its inputs change
 #   rootfs.sh mount DIR       DIR/merged: a writable overlay on the base, so
 #                             that every run starts from the same rootfs
 #   rootfs.sh umount DIR      undo mount
 #   rootfs.sh chroot ROOT CMD run the shell command CMD in ROOT with /proc,
 #                             /sys and /dev, as dpkg's scripts expect
+#   rootfs.sh release         unmount whatever is mounted under build/
 #
-# The base also holds the headers of the newest older kernel ABI of the
-# series in the archive and, in apt's cache, the linux-source it was
-# built from: the package test builds for that second kernel as well.
-# base/.kbp-second says "<release> <version>" of it (empty: none).
+# apt's cache in the base also holds, downloaded, not installed, the
+# headers of the newest older kernel ABI of the series in the archive and
+# the linux-source it was built from, and the headers of the target's
+# cloud flavour (a kernel we do not support): the package test installs
+# them as kernel updates would arrive.  base/.kbp-second says "<release>
+# <version>" of the older kernel (empty: none).
 set -euo pipefail
 # shellcheck source=SCRIPTDIR/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -26,16 +29,34 @@ set -euo pipefail
 MIRROR=${KBP_MIRROR:-http://deb.debian.org/debian}
 SECURITY=${KBP_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 
+# release_mounts DIR: unmount everything mounted under DIR, deepest
+# first, so that no rm -rf of DIR ever reaches the host's /dev or /sys
+# through a chroot's bind mount left by an interrupted run.
+release_mounts() {
+	local d
+	d=$(realpath -m "$1")
+	findmnt -rn -o TARGET | awk -v d="$d" 'index($0, d "/") == 1' |
+		sort -r | while read -r m; do
+		umount "$m" || umount -l "$m" ||
+			die "cannot unmount $m; unmount it before removing $d"
+	done
+}
+
 in_root() {
-	local root=$1 rc=0
+	local rc=0
+	IN_ROOT=$1
 	shift
-	mount -t proc proc "$root/proc"
-	mount --bind /sys "$root/sys"
-	mount --bind /dev "$root/dev"
-	chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+	# Unmounted however this script ends.
+	trap 'release_mounts "$IN_ROOT"' EXIT
+	trap 'exit 130' INT TERM
+	mount -t proc proc "$IN_ROOT/proc"
+	mount --bind /sys "$IN_ROOT/sys"
+	mount --bind /dev "$IN_ROOT/dev"
+	chroot "$IN_ROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
 		HOME=/root LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive \
 		/bin/sh -c "$*" || rc=$?
-	umount "$root/dev" "$root/sys" "$root/proc"
+	release_mounts "$IN_ROOT"
+	trap - EXIT INT TERM
 	return $rc
 }
 
@@ -68,15 +89,15 @@ base() {
 	key=$(printf '%s\n' "$KREL $ver" "$second" "$MIRROR $SECURITY" |
 		cat - "$TOP/scripts/rootfs.sh" | sha256sum | cut -d' ' -f1)
 	if [ "$(cat "$dir/base.stamp" 2>/dev/null)" = "$key" ] && [ -d "$base" ]; then
-		log "Debian 12 rootfs ${base#"$TOP"/} is up to date" >&2
-		echo "$base"
+		log "Debian 12 rootfs ${base#"$TOP"/} is up to date"
 		return
 	fi
 	need_pkgs debootstrap
-	rm -rf "$base" "$base.new"
+	release_mounts "$dir"
+	rm -rf --one-file-system "$base" "$base.new"
 	mkdir -p "$dir"
 	t=$(date +%s)
-	log "debootstrap: a minimal Debian 12 rootfs from $MIRROR (about a minute)" >&2
+	log "debootstrap: a minimal Debian 12 rootfs from $MIRROR (about a minute)"
 	debootstrap --variant=minbase bookworm "$base.new" "$MIRROR" \
 		>"$dir/debootstrap.log" 2>&1 ||
 		die "debootstrap failed (log: $dir/debootstrap.log)"
@@ -89,27 +110,26 @@ SOURCES
 	printf 'Acquire::Check-Valid-Until "false";\n' \
 		>"$base.new/etc/apt/apt.conf.d/99kvm-backport"
 	echo kbp-rootfs >"$base.new/etc/hostname"
-	log "installing into the rootfs: linux-image-$KREL, $HDR_PKG, linux-source-$KSERIES ($ver), dkms (about 2 minutes)" >&2
+	log "installing into the rootfs: linux-image-$KREL, $HDR_PKG, linux-source-$KSERIES ($ver), dkms (about 2 minutes)"
 	{
 		apt_in "$base.new" update &&
 		apt_in "$base.new" install "linux-image-$KREL=$ver" "$HDR_PKG=$ver" \
-			"linux-source-$KSERIES=$ver" dkms openssl kmod
+			"linux-source-$KSERIES=$ver" dkms openssl kmod &&
+		apt_in "$base.new" install --download-only \
+			"linux-headers-${KREL%-amd64}-cloud-amd64=$ver"
 	} >"$dir/apt.log" 2>&1 || die "installing into the rootfs failed (log: $dir/apt.log)"
 	if [ -n "$second" ]; then
 		read -r rel2 ver2 <<<"$second"
-		log "second kernel of the series: headers of $rel2 ($ver2) and its linux-source in apt's cache" >&2
-		{
-			apt_in "$base.new" install "linux-headers-$rel2=$ver2" &&
-			apt_in "$base.new" install --download-only --allow-downgrades \
-				"linux-source-$KSERIES=$ver2"
-		} >>"$dir/apt.log" 2>&1 ||
+		log "second kernel of the series: headers of $rel2 ($ver2) and its linux-source in apt's cache"
+		apt_in "$base.new" install --download-only --allow-downgrades \
+			"linux-headers-$rel2=$ver2" "linux-source-$KSERIES=$ver2" \
+			>>"$dir/apt.log" 2>&1 ||
 			die "installing $rel2's headers into the rootfs failed (log: $dir/apt.log)"
 	fi
 	echo "$second" >"$base.new/.kbp-second"
 	mv "$base.new" "$base"
 	echo "$key" >"$dir/base.stamp"
-	log "rootfs ready in $(( $(date +%s) - t ))s: $(du -sh "$base" | cut -f1)" >&2
-	echo "$base"
+	log "rootfs ready in $(( $(date +%s) - t ))s: $(du -sh "$base" | cut -f1)"
 }
 
 case ${1:-} in
@@ -121,15 +141,19 @@ base)
 mount)
 	resolve_target
 	d=$2
-	umount "$d/merged" 2>/dev/null || true
-	rm -rf "$d/upper" "$d/work"
+	release_mounts "$d"
+	rm -rf --one-file-system "$d/upper" "$d/work"
 	mkdir -p "$d/upper" "$d/work" "$d/merged"
 	mount -t overlay kbp-rootfs -o "lowerdir=$BUILD/rootfs/base,upperdir=$d/upper,workdir=$d/work" \
 		"$d/merged" || die "cannot mount an overlay on the rootfs (needs overlayfs)"
 	;;
 umount)
-	umount "$2/merged" 2>/dev/null || true
-	rm -rf "$2/upper" "$2/work"
+	release_mounts "$2"
+	rm -rf --one-file-system "$2/upper" "$2/work"
+	;;
+release)
+	# make clean: nothing mounted may be left under build/.
+	release_mounts "$TOP/build"
 	;;
 chroot)
 	root=$2
@@ -137,6 +161,6 @@ chroot)
 	in_root "$root" "$*"
 	;;
 *)
-	die "usage: rootfs.sh base | mount DIR | umount DIR | chroot ROOT CMD"
+	die "usage: rootfs.sh base | mount DIR | umount DIR | chroot ROOT CMD | release"
 	;;
 esac
