@@ -91,7 +91,8 @@ unload:
 	@scripts/load.sh unload
 
 clean:
-	@[ ! -d build ] || [ "$$(id -u)" -ne 0 ] || scripts/rootfs.sh release
+	@[ ! -d build ] || [ "$$(id -u)" -ne 0 ] || [ ! -x scripts/rootfs.sh ] || \
+		scripts/rootfs.sh release
 	rm -rf --one-file-system build
 
 help:

@@ -60,12 +60,14 @@ install)
 	for m in kvm kvm-intel kvm-amd; do
 		[ -f "$BUILD/modules/$m.ko" ] || die "no $m.ko for $KREL; run make first"
 	done
-	# Under lockdown (Secure Boot) unsigned modules would be refused at
-	# every boot from now on: refuse here instead.
-	if [ -n "$running" ] && [ -r /sys/kernel/security/lockdown ] &&
-		! grep -q '\[none\]' /sys/kernel/security/lockdown &&
-		[ -z "$(modinfo -F sig_id "$BUILD/modules/kvm.ko" 2>/dev/null)" ]; then
-		die "kernel lockdown is on and our modules are unsigned: use the package, whose DKMS signs them (README.md, Secure Boot)"
+	# Under lockdown (Secure Boot) or module.sig_enforce, unsigned
+	# modules would be refused at every boot from now on: refuse here.
+	# This host's state stands for the next kernel's.
+	if [ -z "$ROOT" ] && [ -z "$(modinfo -F sig_id "$BUILD/modules/kvm.ko" 2>/dev/null)" ] &&
+		{ { [ -r /sys/kernel/security/lockdown ] &&
+		    ! grep -q '\[none\]' /sys/kernel/security/lockdown; } ||
+		  grep -qx Y /sys/module/module/parameters/sig_enforce 2>/dev/null; }; then
+		die "this kernel accepts signed modules only and ours are unsigned: use the package, whose DKMS signs them (README.md, Secure Boot)"
 	fi
 	mkdir -p "$DIR"
 	install -m 644 "$BUILD"/modules/kvm{,-intel,-amd}.ko "$DIR/"
@@ -73,9 +75,15 @@ install)
 	log "installed $(backport_version) in $DIR"
 	if ! reload; then
 		# Never leave the host without KVM: back to the stock modules.
+		# Our kvm.ko must be gone first: the stock vendor module on it
+		# would allocate a struct kvm of the stock size.
 		rm -rf --one-file-system "$DIR"
 		depmod "$KREL"
-		modprobe "$vmod" || true
+		modprobe -r "$vmod" kvm 2>/dev/null || true
+		[ ! -d /sys/module/kvm ] ||
+			die "our modules did not load and kvm does not unload (see dmesg); removed them from disk, reboot for the stock ones"
+		modprobe "$vmod" ||
+			die "our modules did not load, nor did the stock ones (see dmesg); removed ours from disk"
 		die "our modules did not load (see dmesg); removed them, the stock ones are back"
 	fi
 	[ -z "$running" ] || [ ! -d /sys/module/kvm ] ||

@@ -37,9 +37,13 @@ phase_summary() {
 # Debian they are installed (and we say so); otherwise print the one
 # apt-get line that is needed and stop.
 need_pkgs() {
-	local missing=() p
+	local missing=() p ok='^ii'
+	# Under DKMS, a kernel's hooks may run while the packages of the
+	# same upgrade are unpacked but not yet configured: their files are
+	# there, which is all the build needs.
+	[ -z "${KBP_DKMS:-}" ] || ok='^i[iUFWt]'
 	for p in "$@"; do
-		dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q '^ii' ||
+		dpkg-query -W -f='${db:Status-Abbrev}' "$p" 2>/dev/null | grep -q "$ok" ||
 			missing+=("$p")
 	done
 	[ ${#missing[@]} -eq 0 ] && return 0

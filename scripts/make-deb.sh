@@ -24,6 +24,12 @@ for s in $(supported_series); do
 		die "dkms.conf's BUILD_EXCLUSIVE_KERNEL does not take series $s; add it"
 done
 [[ ! 0.0.0-1-amd64 =~ $re ]] || die "dkms.conf's BUILD_EXCLUSIVE_KERNEL takes any kernel"
+# ...and the package must hear of every series' linux-source arriving.
+for s in $(supported_series); do
+	grep -qx "interest-noawait /usr/src/linux-source-$s.tar.xz" \
+		"$TOP/debian/kvm-backport-dkms.triggers" ||
+		die "debian/kvm-backport-dkms.triggers has no line for linux-source-$s; add it"
+done
 
 OUT=$TOP/build/deb
 STAGE=$OUT/kvm-backport-$VER

@@ -53,7 +53,7 @@ else
 	if [ "$src_deb" != "$hdr_deb" ]; then
 		if [ -n "${KBP_DKMS:-}" ]; then
 			# Not an error: dkms.conf skips this kernel.
-			log "$KREL skipped: it needs $SRC_PKG $hdr_deb, installed is ${src_deb:-none}: apt-get install $SRC_PKG=$hdr_deb, then dkms autoinstall -k $KREL" >&2
+			log "$KREL skipped: it needs $SRC_PKG $hdr_deb, installed is ${src_deb:-none}: apt-get install $SRC_PKG=$hdr_deb, and DKMS builds for it" >&2
 			exit 1
 		fi
 		die "$KREL needs $SRC_PKG $hdr_deb, installed is ${src_deb:-none}: apt-get install $SRC_PKG=$hdr_deb, or set KSRC"

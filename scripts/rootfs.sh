@@ -49,13 +49,21 @@ in_root() {
 	# Unmounted however this script ends.
 	trap 'release_mounts "$IN_ROOT"' EXIT
 	trap 'exit 130' INT TERM
-	mount -t proc proc "$IN_ROOT/proc"
-	mount --bind /sys "$IN_ROOT/sys"
-	mount --bind /dev "$IN_ROOT/dev"
+	# Slaves: nothing unmounted in the chroot's view reaches the host's.
+	if ! { mount -t proc proc "$IN_ROOT/proc" &&
+		mount --bind /sys "$IN_ROOT/sys" &&
+		mount --make-rslave "$IN_ROOT/sys" &&
+		mount --bind /dev "$IN_ROOT/dev" &&
+		mount --make-rslave "$IN_ROOT/dev"; }; then
+		release_mounts "$IN_ROOT"
+		trap - EXIT INT TERM
+		log "cannot mount /proc, /sys and /dev in $IN_ROOT" >&2
+		return 1
+	fi
 	chroot "$IN_ROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
 		HOME=/root LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive \
 		/bin/sh -c "$*" || rc=$?
-	release_mounts "$IN_ROOT"
+	release_mounts "$IN_ROOT" || return 1
 	trap - EXIT INT TERM
 	return $rc
 }
