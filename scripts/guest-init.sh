@@ -37,7 +37,9 @@ echo "@@hello kernel=$(uname -r) cpus=$(nproc) vendor=$(kvm_vendor_module) skip=
 sh "$KBP/guest-run.sh" "$KBP/plan" "$skip" >&3 2>&1
 
 echo "@@dmesg" >&3
-dmesg >&3
+# util-linux's dmesg (a Debian rootfs) colours a terminal; busybox's
+# knows no --color.
+dmesg --color=never >&3 2>/dev/null || dmesg >&3
 # kmemleak reports only what a scan found: scan now (twice, as an object
 # must look unreferenced for a while) and add its reports to the log.
 # Objects allocated before the first task existed (pid 0, start_kernel)
