@@ -34,18 +34,9 @@ running=
 [ -n "$ROOT" ] || [ "$KREL" != "$(uname -r)" ] || running=1
 vendor=$(kvm_vendor_module)
 vmod=${vendor//-/_}
-# A VM or an open /dev/kvm holds the vendor module: moving KVM's
-# modules under it is refused before anything changes.
-if [ -n "$running" ] && [ -d /sys/module/kvm ]; then
-	refs=0
-	[ ! -d "/sys/module/$vmod" ] || refs=$(cat "/sys/module/$vmod/refcnt")
-	[ "$refs" -eq 0 ] ||
-		die "kvm is in use ($refs open /dev/kvm or VM reference(s)); stop the VMs, then make $ACTION"
-	# Another module on kvm (kvmgt) would keep it from unloading.
-	held=$(find /sys/module/kvm/holders -mindepth 1 -maxdepth 1 -printf '%f\n' |
-		grep -vx "$vmod" | tr '\n' ' ') || true
-	[ -z "$held" ] || die "kvm is used by module(s) $held; unload them, then make $ACTION"
-fi
+# Moving KVM's modules under a running VM is refused before anything
+# changes.
+[ -z "$running" ] || kvm_idle_or_die "make $ACTION"
 
 # reload: load KVM again from where modprobe now finds it, if the target
 # kernel runs with KVM loaded; 1 if that failed (nothing is loaded then).
@@ -60,15 +51,10 @@ install)
 	for m in kvm kvm-intel kvm-amd; do
 		[ -f "$BUILD/modules/$m.ko" ] || die "no $m.ko for $KREL; run make first"
 	done
-	# Under lockdown (Secure Boot) or module.sig_enforce, unsigned
-	# modules would be refused at every boot from now on: refuse here.
-	# This host's state stands for the next kernel's.
-	if [ -z "$ROOT" ] && [ -z "$(modinfo -F sig_id "$BUILD/modules/kvm.ko" 2>/dev/null)" ] &&
-		{ { [ -r /sys/kernel/security/lockdown ] &&
-		    ! grep -q '\[none\]' /sys/kernel/security/lockdown; } ||
-		  grep -qx Y /sys/module/module/parameters/sig_enforce 2>/dev/null; }; then
-		die "this kernel accepts signed modules only and ours are unsigned: use the package, whose DKMS signs them (README.md, Secure Boot)"
-	fi
+	# Refused at every boot from now on, not only now: this host's state
+	# stands for the next kernel's.
+	[ -n "$ROOT" ] || signed_or_die "$BUILD/modules/kvm.ko" \
+		"use the package, whose DKMS signs them (README.md, Secure Boot)"
 	mkdir -p "$DIR"
 	install -m 644 "$BUILD"/modules/kvm{,-intel,-amd}.ko "$DIR/"
 	depmod ${ROOT:+-b "$ROOT"} "$KREL"

@@ -185,6 +185,42 @@ backport_version() {
 	printf '%s-%s+%s' "$PROJECT" "$(project_version)" "$KREL"
 }
 
+# kvm_idle_or_die WHAT: refuse WHAT while KVM is in use on this host.
+# /dev/kvm and every VM hold a reference to the vendor module (its
+# kvm_chardev_ops.owner); other references to kvm are its holders', and
+# a holder other than the vendor module (kvmgt) keeps kvm from unloading.
+kvm_idle_or_die() {
+	local vmod refs=0 holders users held
+	vmod=$(kvm_vendor_module)
+	vmod=${vmod//-/_}
+	# Built in, KVM has a /sys/module entry but no refcnt, and nothing
+	# to unload.
+	[ ! -f "/sys/module/$vmod/refcnt" ] || refs=$(cat "/sys/module/$vmod/refcnt")
+	[ -f /sys/module/kvm/refcnt ] || return 0
+	holders=$(find /sys/module/kvm/holders -mindepth 1 -maxdepth 1 | wc -l)
+	refs=$((refs + $(cat /sys/module/kvm/refcnt) - holders))
+	if [ "$refs" -gt 0 ]; then
+		users=$(find /proc/[0-9]*/fd -lname '/dev/kvm' -o -lname 'anon_inode:kvm-*' 2>/dev/null |
+			cut -d/ -f3 | sort -un | tr '\n' ' ')
+		die "kvm is in use ($refs open /dev/kvm, VM or vCPU reference(s); processes: ${users:-unknown}); stop the VMs, then $1"
+	fi
+	held=$(find /sys/module/kvm/holders -mindepth 1 -maxdepth 1 -printf '%f\n' |
+		grep -vx "$vmod" | tr '\n' ' ') || true
+	[ -z "$held" ] || die "kvm is used by module(s) $held; unload them, then $1"
+}
+
+# signed_or_die KO HINT: refuse an unsigned KO where this kernel takes
+# signed modules only (lockdown, as under Secure Boot, or
+# module.sig_enforce), saying HINT.  Checked before the stock modules go.
+signed_or_die() {
+	local f=/sys/kernel/security/lockdown
+	[ -z "$(modinfo -F sig_id "$1" 2>/dev/null)" ] || return 0
+	if { [ -r $f ] && ! grep -q '\[none\]' $f; } ||
+		grep -qx Y /sys/module/module/parameters/sig_enforce 2>/dev/null; then
+		die "this kernel takes signed modules only and ours are unsigned: $2"
+	fi
+}
+
 # kmake ARGS...: make in a kernel tree without leaking our own make's
 # command line (KERNELRELEASE in particular) into it.
 kmake() {

@@ -21,31 +21,6 @@ vendor=$(kvm_vendor_module)
 	die "this CPU has neither VMX nor SVM (or it is disabled in the firmware)"
 vmod=${vendor//-/_}
 
-# /dev/kvm and every VM hold a reference to the vendor module (its
-# kvm_chardev_ops.owner); other references to kvm are its holders'.
-check_idle() {
-	local refs=0 holders users
-	[ ! -d "/sys/module/$vmod" ] || refs=$(cat "/sys/module/$vmod/refcnt")
-	if [ -d /sys/module/kvm ]; then
-		holders=$(find /sys/module/kvm/holders -mindepth 1 -maxdepth 1 | wc -l)
-		refs=$((refs + $(cat /sys/module/kvm/refcnt) - holders))
-	fi
-	[ "$refs" -gt 0 ] || return 0
-	users=$(find /proc/[0-9]*/fd -lname '/dev/kvm' -o -lname 'anon_inode:kvm-*' 2>/dev/null |
-		cut -d/ -f3 | sort -un | tr '\n' ' ')
-	die "kvm is in use ($refs open /dev/kvm, VM or vCPU reference(s); processes: ${users:-unknown}); stop the VMs first"
-}
-
-# Under lockdown (Secure Boot) unsigned modules are refused: find out
-# before the stock ones are gone.
-check_lockdown() {
-	local f=/sys/kernel/security/lockdown
-	if [ -r $f ] && ! grep -q '\[none\]' $f &&
-		[ -z "$(modinfo -F sig_id "$BUILD/modules/kvm.ko" 2>/dev/null)" ]; then
-		die "kernel lockdown is on ($(cat $f)) and our modules are unsigned: sign them first (README.md, Secure Boot)"
-	fi
-}
-
 restore_stock() {
 	remove_kvm
 	modprobe "$vmod"
@@ -69,8 +44,8 @@ load)
 	for m in kvm "$vendor"; do
 		[ -f "$BUILD/modules/$m.ko" ] || die "no $m.ko for $KREL; run make first"
 	done
-	check_idle
-	check_lockdown
+	kvm_idle_or_die "make load"
+	signed_or_die "$BUILD/modules/kvm.ko" "sign them first (README.md, Secure Boot without the package)"
 	remove_kvm
 	modprobe irqbypass
 	[ "$vendor" = kvm-amd ] && modprobe ccp
@@ -84,7 +59,7 @@ load)
 	log "loaded $(cat /sys/module/kvm/version) ($vendor)"
 	;;
 unload)
-	check_idle
+	kvm_idle_or_die "make unload"
 	ours_loaded || log "our modules are not loaded"
 	restore_stock
 	log "stock kvm and $vendor restored"
