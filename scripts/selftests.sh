@@ -65,4 +65,10 @@ for t in "${ALL[@]}"; do
 	fi
 done
 [ $bad -eq 0 ] || die "selftest build failed (log: $BUILD/selftests-build.log)"
+
+# The reference VMM, on the same uAPI headers, beside our selftests.
+log "building the reference VMM (tools/vmm)"
+make -s -C "$TOP/tools/vmm" UAPI="$SRC/usr/include" OUT="$OUT/backport" \
+	>"$BUILD/vmm-build.log" 2>&1 ||
+	{ cat "$BUILD/vmm-build.log" >&2; die "the reference VMM failed to build"; }
 log "built $built upstream and $own own selftests into ${OUT#"$TOP"/}"

@@ -1,0 +1,318 @@
+#!/bin/sh
+# SPDX-License-Identifier: GPL-2.0
+#
+# kbp-vmm-test: the reference VMM (kbp-vmm) with a real Linux guest, as
+# make check runs it in the test VM (tools/selftests/backport.list, the
+# vmm_* entries).  Runs with busybox; needs the stock kernel image as
+# "vmlinuz", kbp-vmm and kbp-vmm-guest.cpio next to this script.
+#
+#   kbp-vmm-test boot            boot the guest, snapshot it when it asks
+#   kbp-vmm-test restore MODE    restore that snapshot with MODE; the guest
+#                                must verify every byte
+#   kbp-vmm-test outstanding     snapshot a restored VM while async #PFs
+#                                are outstanding, restore that
+#   kbp-vmm-test kill MODE       SIGKILL the VMM in the middle of a restore
+#   kbp-vmm-test errors          misuse gets one line and its exit status
+#   kbp-vmm-test unsupported     (stock modules) the modes they lack
+#   kbp-vmm-test bench [FETCH_US]  make bench: every mode this KVM has,
+#                                with FETCH_US per page (default 2000);
+#                                one BENCH line per mode, and on our
+#                                modules the table with the stock rows of
+#                                the same boot
+#
+# The first command that needs the snapshot makes it, so each entry also
+# runs alone.  Exit 0 passes; every failure says why on its last line.
+
+DIR=$(cd "$(dirname "$0")" && pwd)
+VMM=$DIR/kbp-vmm
+WORK=${KBP_VMM_WORK:-/tmp/kbp-vmm}
+BASE=$WORK/base
+TRACE=/sys/kernel/debug/tracing
+# Sized for software emulation: a 16 MiB buffer in a 192 MiB guest.
+# noxsave: under QEMU's software emulation the nested guest's XSETBV does
+# not reach KVM (CPUID 0xd keeps the size of x87 state only), so Linux's
+# XSAVE size check WARNs at boot; with noxsave it uses FXSAVE.
+BOOT_ARGS="--mem 192 --buf 16 --vcpus ${KBP_VMM_VCPUS:-1} --append noxsave"
+
+fail() {
+	echo "kbp-vmm-test: FAIL: $*"
+	exit 1
+}
+
+# After a run that did not finish: the test VM's blocked tasks.
+blocked() {
+	grep -q "did not finish in time" "$1" || return 0
+	echo 1 >/proc/sys/kernel/sysrq
+	echo w >/proc/sysrq-trigger
+	dmesg | tail -n 80
+}
+
+say() {
+	echo "kbp-vmm-test: $*"
+}
+
+# field NAME FILE: NAME=value of the VMM's result line in FILE.
+field() {
+	sed -n "s/^kbp-vmm: result .* $1=\([^ ]*\).*/\1/p" "$2" | tail -n 1
+}
+
+# The guest's console must show no kernel problem; the VMM checks the
+# same patterns and fails, this names the lines.
+console_clean() {
+	if grep -E '^\| .*(Kernel panic|Oops|WARNING:|BUG:|blocked for more than|soft lockup|Call Trace:)' "$1"; then
+		fail "the guest's kernel log shows a problem (above)"
+	fi
+}
+
+trace_on() {
+	[ -d $TRACE/events/kvm ] || return 0
+	echo 0 >$TRACE/tracing_on
+	echo >$TRACE/trace
+	echo 8192 >$TRACE/buffer_size_kb
+	for e in kvm_async_pf_not_present kvm_async_pf_ready \
+		 kvm_async_pf_completed kvm_async_pf_user_dropped; do
+		[ ! -e $TRACE/events/kvm/$e/enable ] ||
+			echo 1 >$TRACE/events/kvm/$e/enable
+	done
+	echo 1 >$TRACE/tracing_on
+}
+
+trace_off() {
+	[ -d $TRACE/events/kvm ] || return 0
+	echo 0 >$TRACE/tracing_on
+	echo 0 >$TRACE/events/kvm/enable
+}
+
+# trace_count EVENT WORD: events of that name whose line has WORD.
+trace_count() {
+	grep -v '^#' $TRACE/trace | grep -F "$1:" | grep -c -F "$2"
+}
+
+base() {
+	[ -f "$BASE.state" ] && [ -f "$BASE.mem" ] && return 0
+	mkdir -p "$WORK"
+	say "booting the guest to its snapshot (about a minute under TCG)"
+	# shellcheck disable=SC2086
+	"$VMM" boot --kernel "$DIR/vmlinuz" --initrd "$DIR/kbp-vmm-guest.cpio" \
+		--snapshot "$BASE" --quiet --timeout 240 $BOOT_ARGS \
+		>"$WORK/boot.log" 2>&1
+	rc=$?
+	cat "$WORK/boot.log"
+	blocked "$WORK/boot.log"
+	[ $rc -eq 4 ] || fail "boot: kbp-vmm exited $rc, not 4 (snapshot saved)"
+	console_clean "$WORK/boot.log"
+	grep -q "kbp-guest: filled" "$WORK/boot.log" ||
+		fail "boot: the guest did not fill its buffer before the snapshot"
+}
+
+# restore MODE LOG [kbp-vmm options]: a restore that must verify.
+restore() {
+	mode=$1 log=$2
+	shift 2
+	say "restoring in mode $mode"
+	"$VMM" restore --snapshot "$BASE" --mode "$mode" --quiet --timeout 240 \
+		"$@" >"$log" 2>&1
+	rc=$?
+	cat "$log"
+	blocked "$log"
+	[ $rc -eq 0 ] || fail "$mode: kbp-vmm exited $rc: the guest did not verify"
+	console_clean "$log"
+	grep -q "kbp-guest: verified .* ok" "$log" ||
+		fail "$mode: no verification report from the guest"
+}
+
+case $1 in
+boot)
+	rm -f "$BASE.state" "$BASE.mem"
+	base
+	;;
+restore)
+	mode=$2
+	base
+	trace_on
+	restore "$mode" "$WORK/$mode.log"
+	trace_off
+	log=$WORK/$mode.log
+	served=$(field served "$log")
+	async=$(field async "$log")
+	akern=$(field async_kernel "$log")
+	skern=$(field sync_kernel "$log")
+	say "$mode: pages served $served, async #PFs $async (at CPL 0: $akern), synchronous exits in guest kernel mode $skern"
+	[ "${served:-0}" -gt 0 ] || fail "$mode: no page was served"
+	case $mode in
+	userfault-async|exitless)
+		[ -d $TRACE/events/kvm ] || fail "no tracefs in the test VM"
+		np=$(trace_count kvm_async_pf_not_present "type user")
+		rd=$(trace_count kvm_async_pf_ready "type user")
+		dr=$(trace_count kvm_async_pf_user_dropped "")
+		say "$mode: trace: 'not present' (type user) $np, 'page ready' (type user) $rd, dropped $dr"
+		[ "$async" -gt 0 ] || fail "$mode: the guest took no async #PF"
+		[ "$np" -gt 0 ] || fail "$mode: no kvm_async_pf_not_present type user in the trace"
+		[ "$akern" -eq 0 ] || fail "$mode: $akern async #PFs at guest CPL 0"
+		[ "$skern" -gt 0 ] || fail "$mode: no fault of the guest kernel went synchronous"
+		if [ "$mode" = exitless ]; then
+			ring=$(field async_ring "$log")
+			[ "$ring" -gt 0 ] || fail "exitless: no fault came on the ring"
+		fi
+		;;
+	userfault-sync)
+		[ "$async" -eq 0 ] || fail "userfault-sync: $async async #PFs"
+		[ "$(field sync "$log")" -gt 0 ] || fail "userfault-sync: no exits"
+		;;
+	esac
+	;;
+outstanding)
+	# A restore snapshotted again while the guest waits on tokens: the
+	# fetches are slow (20 ms a page) and the VMM stops after 4 async
+	# #PFs.  The second restore must wake the waiting guest tasks.
+	base
+	say "restoring with slow fetches, snapshot again after 4 async #PFs"
+	"$VMM" restore --snapshot "$BASE" --mode userfault-async \
+		--fetch-us 20000 --resnapshot "$WORK/mid" --after-async 4 --quiet \
+		>"$WORK/mid.log" 2>&1
+	rc=$?
+	cat "$WORK/mid.log"
+	[ $rc -eq 4 ] || fail "kbp-vmm exited $rc, not 4 (second snapshot saved)"
+	out=$(field outstanding "$WORK/mid.log")
+	[ "${out:-0}" -gt 0 ] || fail "no async #PF was outstanding at the second snapshot"
+	for mode in eager exitless; do
+		say "restoring the second snapshot in mode $mode"
+		"$VMM" restore --snapshot "$WORK/mid" --mode "$mode" --quiet \
+			>"$WORK/mid-$mode.log" 2>&1
+		rc=$?
+		cat "$WORK/mid-$mode.log"
+		[ $rc -eq 0 ] || fail "second snapshot, $mode: kbp-vmm exited $rc"
+		console_clean "$WORK/mid-$mode.log"
+	done
+	;;
+kill)
+	mode=$2
+	base
+	trace_on
+	say "restoring in mode $mode with 20 ms fetches, SIGKILL during the verification"
+	"$VMM" restore --snapshot "$BASE" --mode "$mode" --fetch-us 20000 --quiet \
+		>"$WORK/kill-$mode.log" 2>&1 &
+	pid=$!
+	i=0
+	while ! grep -q "kbp-guest: verifying" "$WORK/kill-$mode.log"; do
+		i=$((i + 1))
+		[ $i -lt 600 ] || { cat "$WORK/kill-$mode.log"; fail "the guest never started verifying"; }
+		kill -0 $pid 2>/dev/null || { cat "$WORK/kill-$mode.log"; fail "kbp-vmm ended before the kill"; }
+		sleep 0.1
+	done
+	sleep 1
+	kill -9 $pid
+	i=0
+	while [ -d /proc/$pid ] && [ "$(cut -d' ' -f3 /proc/$pid/stat 2>/dev/null)" != Z ]; do
+		i=$((i + 1))
+		[ $i -lt 300 ] || fail "kbp-vmm did not die within 30 s of SIGKILL (state $(cut -d' ' -f3 /proc/$pid/stat))"
+		sleep 0.1
+	done
+	wait $pid
+	cat "$WORK/kill-$mode.log"
+	# Every kernel async #PF the dead VMM's vCPUs started has a worker;
+	# each must finish (completed), none may be left waiting.
+	sleep 2
+	trace_off
+	if [ -d $TRACE/events/kvm ]; then
+		np=$(trace_count kvm_async_pf_not_present "type kernel")
+		cp=$(trace_count kvm_async_pf_completed "type kernel")
+		say "$mode: after the kill: kernel async #PFs started $np, workers completed $cp"
+		[ "$cp" -ge "$np" ] || fail "$mode: $((np - cp)) async #PF workers of the dead VMM did not complete"
+	fi
+	;;
+errors)
+	base
+	t=$WORK/errors
+	mkdir -p "$t"
+	# expect STATUS WORDS... -- ARGS: kbp-vmm ARGS exits STATUS with one
+	# line on stderr that contains WORDS.
+	expect() {
+		st=$1 words=$2
+		shift 3
+		"$VMM" "$@" >"$t/out" 2>"$t/err"
+		rc=$?
+		lines=$(wc -l <"$t/err")
+		if ! { [ $rc -eq "$st" ] && [ "$lines" -eq 1 ] &&
+			grep -q -- "$words" "$t/err"; }; then
+			cat "$t/out" "$t/err"
+			fail "kbp-vmm $*: exit $rc (want $st), $lines line(s) on stderr, wanted '$words'"
+		fi
+		say "kbp-vmm $*: $(cat "$t/err") (exit $rc)"
+	}
+	expect 2 "no such\|cannot read" -- boot --kernel /nonexistent --initrd "$DIR/kbp-vmm-guest.cpio"
+	expect 2 "not a bzImage" -- boot --kernel "$DIR/kbp-vmm-guest.cpio" --initrd "$DIR/kbp-vmm-guest.cpio"
+	expect 2 "unknown --mode" -- restore --snapshot "$BASE" --mode lazy
+	expect 2 "restore needs" -- restore --mode eager
+	expect 2 "from 1 to" -- boot --vcpus 9 --kernel "$DIR/vmlinuz" --initrd "$DIR/kbp-vmm-guest.cpio"
+	expect 2 "say boot or restore" --
+	# A state and an image of different snapshots.
+	cp "$BASE.state" "$t/mixed.state"
+	dd if=/dev/zero of="$t/mixed.mem" bs=4096 count=1 2>/dev/null
+	expect 2 "kbp-vmm snapshot image\|not from the same" -- restore --snapshot "$t/mixed" --mode eager
+	head -c 4096 "$BASE.mem" >"$t/mixed.mem"
+	expect 2 "truncated" -- restore --snapshot "$t/mixed" --mode eager
+	rm -f "$t/mixed.state" "$t/mixed.mem"
+	;;
+unsupported)
+	# On KVM without our uAPI: the modes that need it are refused with
+	# exit 3, naming the loaded KVM.
+	base
+	for mode in userfault-sync userfault-async exitless; do
+		"$VMM" restore --snapshot "$BASE" --mode $mode >"$WORK/u.out" 2>"$WORK/u.err"
+		rc=$?
+		cat "$WORK/u.err"
+		if ! { [ $rc -eq 3 ] && grep -q "lacks" "$WORK/u.err"; }; then
+			fail "$mode on this KVM: exit $rc, want 3 and the capability named"
+		fi
+	done
+	;;
+bench)
+	fetch=${2:-2000}
+	if grep -q kvm-backport /sys/module/kvm/version 2>/dev/null; then
+		set=ours modes="eager uffd userfault-sync userfault-async exitless"
+	else
+		set=stock modes="eager uffd"
+	fi
+	# A snapshot of its own: an 8 MiB buffer, 2 verifier threads.
+	if [ ! -f "$WORK/bench.state" ]; then
+		mkdir -p "$WORK"
+		say "booting the bench guest to its snapshot"
+		# shellcheck disable=SC2086
+		"$VMM" boot --kernel "$DIR/vmlinuz" --initrd "$DIR/kbp-vmm-guest.cpio" \
+			--snapshot "$WORK/bench" --quiet --timeout 300 --buf 8 \
+			--verifiers 2 --mem 192 --append noxsave >"$WORK/bench-boot.log" 2>&1
+		rc=$?
+		[ $rc -eq 4 ] || { cat "$WORK/bench-boot.log"; fail "bench boot: kbp-vmm exited $rc"; }
+	fi
+	rows=$WORK/bench-$set.txt
+	: >"$rows"
+	for mode in $modes; do
+		say "bench: $set modules, mode $mode, $fetch us per page"
+		log=$WORK/bench-$set-$mode.log
+		"$VMM" restore --snapshot "$WORK/bench" --mode "$mode" --quiet \
+			--fetch-us "$fetch" --timeout 600 >"$log" 2>&1
+		rc=$?
+		grep -v '^| count' "$log" | tail -n 3
+		[ $rc -eq 0 ] || fail "bench $mode: kbp-vmm exited $rc"
+		printf '%-6s %-16s %8s %9s %7s %6s %6s %7s %6s\n' "$set" "$mode" \
+			"$(field first_report_ms "$log")" "$(field verified_ms "$log")" \
+			"$(field served "$log")" "$(field async "$log")" \
+			"$(field sync "$log")" "$(field sync_kernel "$log")" \
+			"$(field share "$log")" >>"$rows"
+	done
+	# One table; on our modules with the stock rows of this boot.
+	echo "BENCH vmm-restore $fetch us per page fetch, 8 MiB verified by 2 guest threads, 1 vCPU"
+	printf 'BENCH %-6s %-16s %8s %9s %7s %6s %6s %7s %6s\n' modules mode \
+		first_ms verify_ms served async sync sync_k0 share%
+	for f in "$WORK/bench-stock.txt" "$WORK/bench-ours.txt"; do
+		[ "$set" = ours ] || [ "$f" = "$rows" ] || continue
+		[ ! -f "$f" ] || sed 's/^/BENCH /' "$f"
+	done
+	;;
+*)
+	echo "usage: kbp-vmm-test boot|restore MODE|outstanding|kill MODE|errors|unsupported|bench [FETCH_US]" >&2
+	exit 2
+	;;
+esac
+say "ok"
