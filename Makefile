@@ -11,6 +11,8 @@
 #   make kunit           our KUnit suites on a kernel built from the same source
 #   make check-debug     our selftests on that kernel (KASAN, lockdep, kmemleak)
 #   make check-parity    every upstream selftest, stock modules vs ours
+#   make check-vmm       the reference VMM (tools/vmm) with a real Linux
+#                        guest, every memory mode (tools/selftests/vmm.list)
 #   make check-host      the same lists on this machine (needs root, VT)
 #   make bench           benchmarks (tools/selftests/bench.list), stock vs ours
 #   make check-abi       our exports' CRCs against the distro's (Module.symvers),
@@ -44,7 +46,7 @@
 
 SHELL := /bin/bash
 
-.PHONY: all modules check kunit check-debug check-parity check-host bench \
+.PHONY: all modules check kunit check-debug check-parity check-vmm check-host bench \
 	check-abi deb install uninstall load unload clean help
 
 all: modules
@@ -65,6 +67,9 @@ check-debug:
 
 check-parity:
 	@$(RUNNER) parity $(ARGS)
+
+check-vmm:
+	@$(RUNNER) check --tier modules --list tools/selftests/vmm.list $(ARGS)
 
 check-host:
 	@$(RUNNER) host $(ARGS)

@@ -91,15 +91,27 @@ trace_count() {
 base() {
 	[ -f "$BASE.state" ] && [ -f "$BASE.mem" ] && return 0
 	mkdir -p "$WORK"
-	say "booting the guest to its snapshot (about a minute under TCG)"
-	# shellcheck disable=SC2086
-	"$VMM" boot --kernel "$DIR/vmlinuz" --initrd "$DIR/kbp-vmm-guest.cpio" \
-		--snapshot "$BASE" --quiet --timeout 240 $BOOT_ARGS \
-		>"$WORK/boot.log" 2>&1
-	rc=$?
-	cat "$WORK/boot.log"
-	blocked "$WORK/boot.log"
-	[ $rc -eq 4 ] || fail "boot: kbp-vmm exited $rc, not 4 (snapshot saved)"
+	# A boot that hangs before the workload starts is booted again, at
+	# most twice: under software emulation the nested guest's early boot
+	# was seen to spin for good with interrupts off (Documentation/vmm.rst,
+	# "The test bed"); the VMM's dump of where it stood is kept above.
+	rc=0
+	for attempt in 1 2 3; do
+		say "booting the guest to its snapshot (attempt $attempt; about 30 s under TCG)"
+		# shellcheck disable=SC2086
+		"$VMM" boot --kernel "$DIR/vmlinuz" --initrd "$DIR/kbp-vmm-guest.cpio" \
+			--snapshot "$BASE" --quiet --timeout 120 $BOOT_ARGS \
+			>"$WORK/boot.log" 2>&1
+		rc=$?
+		cat "$WORK/boot.log"
+		[ $rc -ne 4 ] || break
+		if ! grep -q "did not finish in time" "$WORK/boot.log" ||
+			grep -q "kbp-guest:" "$WORK/boot.log"; then
+			fail "boot: kbp-vmm exited $rc, not 4 (snapshot saved)"
+		fi
+		say "the guest hung in its early boot; booting it again"
+	done
+	[ "$rc" -eq 4 ] || fail "boot: the guest hung in its early boot $attempt times"
 	console_clean "$WORK/boot.log"
 	grep -q "kbp-guest: filled" "$WORK/boot.log" ||
 		fail "boot: the guest did not fill its buffer before the snapshot"
@@ -110,7 +122,7 @@ restore() {
 	mode=$1 log=$2
 	shift 2
 	say "restoring in mode $mode"
-	"$VMM" restore --snapshot "$BASE" --mode "$mode" --quiet --timeout 240 \
+	"$VMM" restore --snapshot "$BASE" --mode "$mode" --quiet --timeout 180 \
 		"$@" >"$log" 2>&1
 	rc=$?
 	cat "$log"
