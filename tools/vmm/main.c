@@ -315,7 +315,7 @@ static void dump_stack_words(struct vm *vm, struct kvm_regs *regs,
 		w = guest_va(vm, sregs->cr3, regs->rsp + i * 8);
 		if (!w)
 			break;
-		if (*w >> 24 == 0xffffffffffULL) {
+		if (*w >= 0xffffffff80000000ULL && *w < 0xffffffffc0000000ULL) {
 			printf(" %#llx", (unsigned long long)*w);
 			n++;
 		}
