@@ -6,13 +6,14 @@
 #   make                 build kvm.ko, kvm-intel.ko, kvm-amd.ko
 #   make check           the README's test command: style, uapi numbers, the
 #                        distro's module ABI, our modules in QEMU on the
-#                        stock distro kernel, the package on a Debian 12
+#                        stock distro kernel, the reference VMM with a
+#                        Linux guest, the package on a Debian 12
 #                        rootfs, our KUnit suites, the debug kernel tier
 #   make kunit           our KUnit suites on a kernel built from the same source
 #   make check-debug     our selftests on that kernel (KASAN, lockdep, kmemleak)
 #   make check-parity    every upstream selftest, stock modules vs ours
 #   make check-vmm       the reference VMM (tools/vmm) with a real Linux
-#                        guest, every memory mode (tools/selftests/vmm.list)
+#                        guest, every memory mode (make check's vmm tier)
 #   make check-host      the same lists on this machine (needs root, VT)
 #   make bench           benchmarks (tools/selftests/bench.list), stock vs ours
 #   make check-abi       our exports' CRCs against the distro's (Module.symvers),
@@ -32,8 +33,8 @@
 #   KERNELRELEASE=<release>  another installed Debian kernel as target
 #   KSRC=<tree or tarball>   source instead of linux-source-<series>
 #   KBP_TIERS="modules kunit debug"  tiers of make check (default: style
-#                            uapi abi modules deb kunit debug); --tier
-#   NO_KUNIT=1, NO_DEB=1, NO_DEBUG=1  make check without that tier
+#                            uapi abi modules vmm deb kunit debug); --tier
+#   NO_KUNIT=1, NO_VMM=1, NO_DEB=1, NO_DEBUG=1  make check without that tier
 #   KBP_ONLY=<list file>     only that list of our selftests, no upstream; --list
 #   KBP_ACCEL=tcg|kvm        test VM accelerator (default: kvm if it works); --accel
 #   KBP_TIMEOUT=<seconds>    limit for the whole VM run of a tier; --timeout
@@ -69,7 +70,7 @@ check-parity:
 	@$(RUNNER) parity $(ARGS)
 
 check-vmm:
-	@$(RUNNER) check --tier modules --list tools/selftests/vmm.list $(ARGS)
+	@$(RUNNER) check --tier vmm $(ARGS)
 
 check-host:
 	@$(RUNNER) host $(ARGS)

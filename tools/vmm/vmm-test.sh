@@ -88,33 +88,40 @@ trace_count() {
 	grep -v '^#' $TRACE/trace | grep -F "$1:" | grep -c -F "$2"
 }
 
-base() {
-	[ -f "$BASE.state" ] && [ -f "$BASE.mem" ] && return 0
-	mkdir -p "$WORK"
-	# A boot that hangs before the workload starts is booted again, at
-	# most twice: under software emulation the nested guest's early boot
-	# was seen to spin for good with interrupts off (Documentation/vmm.rst,
-	# "The test bed"); the VMM's dump of where it stood is kept above.
+# boot_to PREFIX LOG [kbp-vmm options]: boot the guest until it asks for
+# its snapshot, saved to PREFIX.  A boot that hangs before the workload
+# starts is booted again, at most twice: under software emulation the
+# nested guest's kernel was seen to spin for good with interrupts off
+# (Documentation/vmm.rst, "The test bed"); the VMM's dump of where it
+# stood stays in the log.
+boot_to() {
+	prefix=$1 blog=$2
+	shift 2
 	rc=0
 	for attempt in 1 2 3; do
 		say "booting the guest to its snapshot (attempt $attempt; about 30 s under TCG)"
-		# shellcheck disable=SC2086
 		"$VMM" boot --kernel "$DIR/vmlinuz" --initrd "$DIR/kbp-vmm-guest.cpio" \
-			--snapshot "$BASE" --quiet --timeout 120 $BOOT_ARGS \
-			>"$WORK/boot.log" 2>&1
+			--snapshot "$prefix" --quiet --timeout 120 "$@" >"$blog" 2>&1
 		rc=$?
-		cat "$WORK/boot.log"
+		cat "$blog"
 		[ $rc -ne 4 ] || break
-		if ! grep -q "did not finish in time" "$WORK/boot.log" ||
-			grep -q "kbp-guest:" "$WORK/boot.log"; then
+		if ! grep -q "did not finish in time" "$blog" ||
+			grep -q "kbp-guest:" "$blog"; then
 			fail "boot: kbp-vmm exited $rc, not 4 (snapshot saved)"
 		fi
 		say "the guest hung in its early boot; booting it again"
 	done
 	[ "$rc" -eq 4 ] || fail "boot: the guest hung in its early boot $attempt times"
-	console_clean "$WORK/boot.log"
-	grep -q "kbp-guest: filled" "$WORK/boot.log" ||
+	console_clean "$blog"
+	grep -q "kbp-guest: filled" "$blog" ||
 		fail "boot: the guest did not fill its buffer before the snapshot"
+}
+
+base() {
+	[ -f "$BASE.state" ] && [ -f "$BASE.mem" ] && return 0
+	mkdir -p "$WORK"
+	# shellcheck disable=SC2086
+	boot_to "$BASE" "$WORK/boot.log" $BOOT_ARGS
 }
 
 # restore MODE LOG [kbp-vmm options]: a restore that must verify.
@@ -289,13 +296,8 @@ bench)
 	# A snapshot of its own: an 8 MiB buffer, 2 verifier threads.
 	if [ ! -f "$WORK/bench.state" ]; then
 		mkdir -p "$WORK"
-		say "booting the bench guest to its snapshot"
-		# shellcheck disable=SC2086
-		"$VMM" boot --kernel "$DIR/vmlinuz" --initrd "$DIR/kbp-vmm-guest.cpio" \
-			--snapshot "$WORK/bench" --quiet --timeout 300 --buf 8 \
-			--verifiers 2 --mem 192 --append noxsave >"$WORK/bench-boot.log" 2>&1
-		rc=$?
-		[ $rc -eq 4 ] || { cat "$WORK/bench-boot.log"; fail "bench boot: kbp-vmm exited $rc"; }
+		boot_to "$WORK/bench" "$WORK/bench-boot.log" --buf 8 \
+			--verifiers 2 --mem 192 --append noxsave
 	fi
 	rows=$WORK/bench-$set.txt
 	: >"$rows"
@@ -303,7 +305,7 @@ bench)
 		say "bench: $set modules, mode $mode, $fetch us per page"
 		log=$WORK/bench-$set-$mode.log
 		"$VMM" restore --snapshot "$WORK/bench" --mode "$mode" --quiet \
-			--fetch-us "$fetch" --timeout 600 >"$log" 2>&1
+			--fetch-us "$fetch" --timeout 300 >"$log" 2>&1
 		rc=$?
 		grep -v '^| count' "$log" | tail -n 3
 		[ $rc -eq 0 ] || fail "bench $mode: kbp-vmm exited $rc"
