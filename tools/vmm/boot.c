@@ -217,7 +217,7 @@ void boot_linux(struct vm *vm, const char *kernel, const char *initrd,
 	size_t ksize, isize = 0, setup, len = strlen(cmdline);
 	struct boot_params *bp = gpa(vm, BOOT_PARAMS, sizeof(*bp));
 	uint8_t *k = read_file(kernel, "kernel image", &ksize), *rd = NULL;
-	uint64_t top, rd_addr = 0;
+	uint64_t top, rd_addr = 0, run_at;
 	struct setup_header *h;
 
 	if (ksize < 0x1000 || memcmp(k + 0x202, "HdrS", 4))
@@ -235,7 +235,12 @@ void boot_linux(struct vm *vm, const char *kernel, const char *initrd,
 	setup = ((h->setup_sects ? h->setup_sects : 4) + 1) * 512;
 	if (setup >= ksize)
 		die(EXIT_USAGE, "'%s' is truncated", kernel);
-	if (KERNEL_ADDR + h->init_size > vm->mem_size / 2)
+	/*
+	 * A relocatable kernel loaded below its preferred address moves
+	 * there to decompress: that is where init_size counts from.
+	 */
+	run_at = h->pref_address > KERNEL_ADDR ? h->pref_address : KERNEL_ADDR;
+	if (run_at + h->init_size > vm->mem_size / 2)
 		die(EXIT_USAGE, "the kernel needs %u MiB to unpack; use a larger --mem",
 		    h->init_size >> 19);
 	memcpy(gpa(vm, KERNEL_ADDR, ksize - setup), k + setup, ksize - setup);
@@ -255,7 +260,7 @@ void boot_linux(struct vm *vm, const char *kernel, const char *initrd,
 		if (top > (uint64_t)h->initrd_addr_max + 1)
 			top = (uint64_t)h->initrd_addr_max + 1;
 		rd_addr = (top - isize) & ~(PAGE_SIZE - 1);
-		if (isize >= top || rd_addr < KERNEL_ADDR + h->init_size)
+		if (isize >= top || rd_addr < run_at + h->init_size)
 			die(EXIT_USAGE,
 			    "the initramfs does not fit above the kernel; use a larger --mem");
 		memcpy(gpa(vm, rd_addr, isize), rd, isize);

@@ -130,8 +130,11 @@ void vm_stop(struct vm *vm, int why)
 	for (i = 0; i < vm->nr_vcpus; i++) {
 		__atomic_store_n(&vm->vcpus[i].run->immediate_exit, 1,
 				 __ATOMIC_SEQ_CST);
-		if (vm->vcpus[i].thread)
-			pthread_kill(vm->vcpus[i].thread, SIGUSR1);
+		pthread_t t = __atomic_load_n(&vm->vcpus[i].thread,
+					      __ATOMIC_ACQUIRE);
+
+		if (t)
+			pthread_kill(t, SIGUSR1);
 	}
 }
 
@@ -273,6 +276,8 @@ static void *vcpu_thread(void *arg)
 	__atomic_sub_fetch(&vm->running, 1, __ATOMIC_RELEASE);
 	return NULL;
 }
+
+static void print_result(struct vm *vm);
 
 /* A guest virtual address through the guest's 4-level page tables. */
 static const uint64_t *guest_va(struct vm *vm, uint64_t cr3, uint64_t va)
@@ -420,11 +425,19 @@ static void run_vcpus(struct vm *vm, long timeout)
 			vm->why = "the guest did not finish in time (--timeout)";
 			vm_stop(vm, STOP_FAILED);
 			dump_stuck(vm);
+			/* A vCPU thread waiting in the kernel may never return. */
+			if (__atomic_load_n(&vm->running, __ATOMIC_ACQUIRE)) {
+				print_result(vm);
+				die(EXIT_GUEST_FAILED, "%s", vm->why);
+			}
 			break;
 		}
 	}
-	for (i = 0; i < vm->nr_vcpus; i++)
+	for (i = 0; i < vm->nr_vcpus; i++) {
 		pthread_join(vm->vcpus[i].thread, NULL);
+		/* vm_stop() from a fault thread must not signal it now. */
+		__atomic_store_n(&vm->vcpus[i].thread, 0, __ATOMIC_RELEASE);
+	}
 }
 
 static enum mem_mode parse_mode(const char *s)

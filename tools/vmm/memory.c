@@ -114,10 +114,11 @@ static void install(struct lazy *l, uint64_t page)
 	else if (errno != EEXIST)
 		die(EXIT_GUEST_FAILED, "UFFDIO_COPY of guest page %#llx failed: %s",
 		    (unsigned long long)page * PAGE_SIZE, strerror(errno));
-	__atomic_store_n(&l->state[page], PAGE_PRESENT, __ATOMIC_RELEASE);
+	/* The bit first: whoever sees "present" finds the bit clear too. */
 	if (l->bitmap)
 		__atomic_and_fetch(&l->bitmap[page / 8], ~(1u << (page % 8)),
 				   __ATOMIC_RELEASE);
+	__atomic_store_n(&l->state[page], PAGE_PRESENT, __ATOMIC_RELEASE);
 }
 
 static void push(struct lazy *l, uint64_t page, uint64_t token, int vcpu)
@@ -166,10 +167,12 @@ static void *fault_thread(void *arg)
 		r = l->queue[l->head++ % l->cap];
 		pthread_mutex_unlock(&l->lock);
 		/*
-		 * A stopping VM takes no more tokens: a snapshot now keeps
-		 * the guest waiting on them (the restore's "wake all" ends
-		 * that).  Faults of KVM itself (no token) are still served:
-		 * a vCPU thread may wait on one inside KVM_RUN.
+		 * A stopping VM is not sent "page ready" for the tokens still
+		 * queued (one whose fetch is under way when the stop comes
+		 * may still be completed): a snapshot now keeps the guest
+		 * waiting on them, which the restore's "wake all" ends.
+		 * Faults of KVM itself (no token) are still served: a vCPU
+		 * thread may wait on one inside KVM_RUN.
 		 */
 		if (r.token && __atomic_load_n(&l->vm->stop, __ATOMIC_SEQ_CST))
 			continue;
@@ -231,7 +234,9 @@ static void *ring_thread(void *arg)
 			push(l, e->gpa / PAGE_SIZE, e->token, e->vcpu_id);
 			l->consumer++;
 			n = __atomic_add_fetch(&l->vm->st.async_ring, 1,
-					       __ATOMIC_RELAXED);
+					       __ATOMIC_RELAXED) +
+			    __atomic_load_n(&l->vm->st.async_exits,
+					    __ATOMIC_RELAXED);
 			if (l->vm->stop_after_async >= 0 &&
 			    n >= (uint64_t)l->vm->stop_after_async)
 				vm_stop(l->vm, STOP_SNAPSHOT);
@@ -360,11 +365,11 @@ bool lazy_exit(struct vcpu *v, int run_errno)
 		 * again, which it must do now: a fault thread fetches.
 		 */
 		v->async_exit++;
+		n = __atomic_add_fetch(&vm->st.async_exits, 1, __ATOMIC_RELAXED);
 		if (vcpu_in_kernel(v))
 			__atomic_add_fetch(&vm->st.async_kernel, 1, __ATOMIC_RELAXED);
 		push(l, page, run->memory_fault.token, v->id);
-		n = v->async_exit + __atomic_load_n(&vm->st.async_ring,
-						    __ATOMIC_RELAXED);
+		n += __atomic_load_n(&vm->st.async_ring, __ATOMIC_RELAXED);
 		if (vm->stop_after_async >= 0 &&
 		    n >= (uint64_t)vm->stop_after_async)
 			vm_stop(vm, STOP_SNAPSHOT);

@@ -7,8 +7,9 @@
  *
  * "Transmitter empty" is the only interrupt: a character is out the
  * moment it is written, so the interrupt is pending whenever the guest
- * has enabled it and has not read IIR since the last write.  IRQ 4 is
- * level-triggered as on a PC and follows that condition.
+ * has enabled it and has not read IIR since the last write.  The line
+ * (KVM_IRQ_LINE 4) follows that condition; the MP table makes it an ISA
+ * interrupt, edge-triggered, so each rise is one interrupt.
  *
  * Called by vCPU threads with vm->lock held.
  */

@@ -292,9 +292,9 @@ void snapshot_load(struct vm *vm, struct snap_state *s)
 	}
 	vm_ioctl(vm, KVM_SET_PIT2, &s->pit, "KVM_SET_PIT2");
 	/*
-	 * With the level the line had: KVM_SET_IRQCHIP restored the I/O
-	 * APIC's and PICs' view of it, and an edge-triggered pin fires only
-	 * when the level we set next differs from that.
+	 * irq_level as saved: KVM_SET_IRQCHIP restored the I/O APIC's and
+	 * PICs' view of the line, so serial.c must compare its next level
+	 * with that one (an edge-triggered pin fires on a rise only).
 	 */
 	vm->serial = s->serial;
 	s->clock.flags = 0;

@@ -71,6 +71,7 @@ struct vcpu {
 struct stats {
 	uint64_t served;	/* pages installed from the image */
 	uint64_t async_ring;	/* async faults that came on the ring */
+	uint64_t async_exits;	/* async faults that came as exits */
 	uint64_t ready;		/* KVM_ASYNC_PF_USER_READY calls */
 	uint64_t ready_stale;	/* READY answered ESTALE or EALREADY */
 	uint64_t async_kernel;	/* async faults with the guest at CPL 0 */
