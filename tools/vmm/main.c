@@ -375,15 +375,17 @@ static void dump_stuck(struct vm *vm)
 		printf("| %.*s\n", s->len, s->line);
 }
 
-static uint64_t sum_exits(struct vm *vm, bool async)
+/* Synchronous userfault exits of all vCPUs, by the guest's mode. */
+static void sync_exits(struct vm *vm, uint64_t *kernel, uint64_t *user)
 {
-	uint64_t n = 0;
 	int i;
 
-	for (i = 0; i < vm->nr_vcpus; i++)
-		n += async ? vm->vcpus[i].async_exit :
-		     vm->vcpus[i].sync_kernel + vm->vcpus[i].sync_user;
-	return n;
+	*kernel = 0;
+	*user = 0;
+	for (i = 0; i < vm->nr_vcpus; i++) {
+		*kernel += vm->vcpus[i].sync_kernel;
+		*user += vm->vcpus[i].sync_user;
+	}
 }
 
 /*
@@ -394,7 +396,7 @@ static uint64_t sum_exits(struct vm *vm, bool async)
 static void run_vcpus(struct vm *vm, long timeout)
 {
 	struct sigaction sa = { .sa_handler = kick };
-	uint64_t start = now_ns(), rates = 0;
+	uint64_t start = now_ns(), rates = 0, sk, su;
 	long secs = 0;
 	int i;
 
@@ -413,9 +415,10 @@ static void run_vcpus(struct vm *vm, long timeout)
 		secs += 10;
 		note("running for %ld s: %llu pages served, %llu async #PFs,",
 		     secs, (unsigned long long)vm->st.served,
-		     (unsigned long long)(sum_exits(vm, true) + vm->st.async_ring));
+		     (unsigned long long)(vm->st.async_exits + vm->st.async_ring));
+		sync_exits(vm, &sk, &su);
 		note("running for %ld s: %llu synchronous exits, %llu counter reports (%llu new)",
-		     secs, (unsigned long long)sum_exits(vm, false),
+		     secs, (unsigned long long)(sk + su),
 		     (unsigned long long)vm->st.rates,
 		     (unsigned long long)(vm->st.rates - rates));
 		rates = vm->st.rates;
@@ -508,17 +511,13 @@ static void check_mode(struct vm *vm, enum mem_mode mode)
 static void print_result(struct vm *vm)
 {
 	struct stats *st = &vm->st;
-	uint64_t sk = 0, su = 0, ae = 0, i;
+	uint64_t ae = st->async_exits, sk, su;
 	double before = st->rate_before_n ?
 			(double)st->rate_before_sum / st->rate_before_n : 0;
 	double during = st->rate_during_n ?
 			(double)st->rate_during_sum / st->rate_during_n : 0;
 
-	for (i = 0; i < (uint64_t)vm->nr_vcpus; i++) {
-		sk += vm->vcpus[i].sync_kernel;
-		su += vm->vcpus[i].sync_user;
-		ae += vm->vcpus[i].async_exit;
-	}
+	sync_exits(vm, &sk, &su);
 	/* One line, key=value, for scripts (tools/vmm/vmm-test.sh). */
 	printf("kbp-vmm: result mode=%s status=%s", mode_names[vm->mode],
 	       vm->stop == STOP_SNAPSHOT ? "snapshot" :

@@ -364,7 +364,6 @@ bool lazy_exit(struct vcpu *v, int run_errno)
 		 * The guest is told "page not present" when the vCPU runs
 		 * again, which it must do now: a fault thread fetches.
 		 */
-		v->async_exit++;
 		n = __atomic_add_fetch(&vm->st.async_exits, 1, __ATOMIC_RELAXED);
 		if (vcpu_in_kernel(v))
 			__atomic_add_fetch(&vm->st.async_kernel, 1, __ATOMIC_RELAXED);

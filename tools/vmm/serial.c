@@ -89,6 +89,15 @@ static void serial_out(struct vm *vm, uint8_t c)
 		serial_line(vm, s);
 }
 
+/* A register the guest reads back as it wrote it. */
+static void plain_reg(uint8_t *reg, bool in, uint8_t *data)
+{
+	if (in)
+		*data = *reg;
+	else
+		*reg = *data;
+}
+
 /* An access to one of the port's registers; false: not this device. */
 bool serial_io(struct vm *vm, uint16_t port, bool in, uint8_t *data)
 {
@@ -100,10 +109,7 @@ bool serial_io(struct vm *vm, uint16_t port, bool in, uint8_t *data)
 	switch (port - COM1) {
 	case 0:
 		if (dlab) {
-			if (in)
-				*data = s->dll;
-			else
-				s->dll = *data;
+			plain_reg(&s->dll, in, data);
 		} else if (in) {
 			*data = 0;		/* no input */
 		} else {
@@ -113,10 +119,7 @@ bool serial_io(struct vm *vm, uint16_t port, bool in, uint8_t *data)
 		break;
 	case 1:
 		if (dlab) {
-			if (in)
-				*data = s->dlm;
-			else
-				s->dlm = *data;
+			plain_reg(&s->dlm, in, data);
 		} else if (in) {
 			*data = s->ier;
 		} else {
@@ -136,10 +139,7 @@ bool serial_io(struct vm *vm, uint16_t port, bool in, uint8_t *data)
 		}
 		break;
 	case 3:
-		if (in)
-			*data = s->lcr;
-		else
-			s->lcr = *data;
+		plain_reg(&s->lcr, in, data);
 		break;
 	case 4:
 		if (in)
@@ -156,10 +156,7 @@ bool serial_io(struct vm *vm, uint16_t port, bool in, uint8_t *data)
 			*data = UART_MSR_DCD_DSR_CTS;
 		break;
 	case 7:
-		if (in)
-			*data = s->scr;
-		else
-			s->scr = *data;
+		plain_reg(&s->scr, in, data);
 		break;
 	}
 	serial_irq(vm);

@@ -64,7 +64,7 @@ struct vcpu {
 	struct kvm_run *run;
 	pthread_t thread;
 	/* Counters of this vCPU's thread (read after it stopped). */
-	uint64_t sync_kernel, sync_user, async_exit, exits;
+	uint64_t sync_kernel, sync_user, exits;
 };
 
 /* Counters of the whole run, updated with atomics by any thread. */
