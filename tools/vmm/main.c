@@ -28,6 +28,7 @@ static const char *const mode_names[] = {
 static const char usage[] =
 "usage: kbp-vmm boot --kernel VMLINUZ --initrd CPIO [options]\n"
 "       kbp-vmm restore --snapshot PREFIX --mode MODE [options]\n"
+"       kbp-vmm observe --socket PATH\n"
 "\n"
 "boot: start the kernel with the initramfs (tools/vmm/guest: the workload\n"
 "fills a buffer, asks for a snapshot, verifies the buffer, powers off).\n"
@@ -64,6 +65,9 @@ static const char usage[] =
 "                      PREFIX once --after-async async faults were taken\n"
 "                      (with tokens outstanding), then stop\n"
 "  --after-async N     see --resnapshot (default 8)\n"
+"  --share-uffd PATH   restore, lazy modes: send the userfaultfd to the\n"
+"                      kbp-vmm observe listening at PATH\n"
+"  --socket PATH       observe: where to listen\n"
 "  --timeout SEC       end the run if the guest has not finished after\n"
 "                      SEC seconds, with what is known of where it\n"
 "                      stands (default 0: no limit)\n"
@@ -279,13 +283,19 @@ static void *vcpu_thread(void *arg)
 
 static void print_result(struct vm *vm);
 
-/* A guest virtual address through the guest's 4-level page tables. */
-static const uint64_t *guest_va(struct vm *vm, uint64_t cr3, uint64_t va)
+/*
+ * A guest virtual address through the guest's page tables: 5 levels with
+ * CR4.LA57, which a Linux guest turns on wherever CPUID offers it (QEMU's
+ * "-cpu max" does, and KVM passes it on).
+ */
+static const uint64_t *guest_va(struct vm *vm, struct kvm_sregs *sregs,
+				uint64_t va)
 {
-	uint64_t table = cr3 & ~0xfffULL, e = 0;
+	uint64_t table = sregs->cr3 & 0x000ffffffffff000ULL, e = 0;
+	int top = sregs->cr4 & (1ULL << 12) ? 5 : 4;
 	int level, shift;
 
-	for (level = 4; level >= 1; level--) {
+	for (level = top; level >= 1; level--) {
 		shift = 12 + 9 * (level - 1);
 		if (table + PAGE_SIZE > vm->mem_size ||
 		    (vm->lazy && !lazy_present(vm, table / PAGE_SIZE)))
@@ -293,7 +303,8 @@ static const uint64_t *guest_va(struct vm *vm, uint64_t cr3, uint64_t va)
 		e = ((uint64_t *)(vm->mem + table))[(va >> shift) & 511];
 		if (!(e & 1))
 			return NULL;
-		if (level > 1 && level < 4 && (e & 0x80)) {
+		/* A 1 GiB or 2 MiB page. */
+		if ((level == 2 || level == 3) && (e & 0x80)) {
 			table = (e & 0x000ffffffffff000ULL & ~((1ULL << shift) - 1)) +
 				(va & ((1ULL << shift) - 1));
 			return table + 8 <= vm->mem_size ?
@@ -317,7 +328,7 @@ static void dump_stack_words(struct vm *vm, struct kvm_regs *regs,
 
 	printf("kbp-vmm: kernel text addresses on the guest's stack:");
 	for (i = 0; i < 512 && n < 24; i++) {
-		w = guest_va(vm, sregs->cr3, regs->rsp + i * 8);
+		w = guest_va(vm, sregs, regs->rsp + i * 8);
 		if (!w)
 			break;
 		if (*w >= 0xffffffff80000000ULL && *w < 0xffffffffc0000000ULL) {
@@ -559,12 +570,14 @@ int main(int argc, char **argv)
 		{ "resnapshot", required_argument, NULL, 'R' },
 		{ "after-async", required_argument, NULL, 'A' },
 		{ "timeout", required_argument, NULL, 'T' },
+		{ "share-uffd", required_argument, NULL, 'U' },
+		{ "socket", required_argument, NULL, 'O' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
 		{ }
 	};
 	const char *kernel = NULL, *initrd = NULL, *append = "", *snap = NULL;
-	const char *resnap = NULL, *cmd;
+	const char *resnap = NULL, *sock = NULL, *cmd;
 	long mem = 256, vcpus = 1, buf = 16, seed = 1, verifiers = 4;
 	long fetch_us = 0, threads = 4, after = 8, timeout = 0;
 	static struct vm vm;
@@ -622,6 +635,12 @@ int main(int argc, char **argv)
 		case 'T':
 			timeout = parse_num("--timeout", optarg, 0, 1L << 30);
 			break;
+		case 'U':
+			vm.share_uffd = optarg;
+			break;
+		case 'O':
+			sock = optarg;
+			break;
 		case 'q':
 			vm.quiet = true;
 			break;
@@ -633,17 +652,27 @@ int main(int argc, char **argv)
 		}
 	}
 	if (optind != argc - 1)
-		die(EXIT_USAGE, "say boot or restore; kbp-vmm --help lists the options");
+		die(EXIT_USAGE,
+		    "say boot, restore or observe; kbp-vmm --help lists the options");
 	cmd = argv[optind];
+	if (!strcmp(cmd, "observe")) {
+		if (!sock)
+			die(EXIT_USAGE, "observe needs --socket PATH");
+		return run_observer(sock);
+	}
+	if (sock)
+		die(EXIT_USAGE, "--socket is for observe");
 	restore = !strcmp(cmd, "restore");
 	if (!restore && strcmp(cmd, "boot"))
-		die(EXIT_USAGE, "unknown command '%s': say boot or restore", cmd);
+		die(EXIT_USAGE, "unknown command '%s': say boot, restore or observe",
+		    cmd);
 
 	if (!restore) {
 		if (!kernel || !initrd)
 			die(EXIT_USAGE, "boot needs --kernel and --initrd");
-		if (vm.mode != (enum mem_mode)-1 || resnap)
-			die(EXIT_USAGE, "--mode and --resnapshot are for restore");
+		if (vm.mode != (enum mem_mode)-1 || resnap || vm.share_uffd)
+			die(EXIT_USAGE,
+			    "--mode, --resnapshot and --share-uffd are for restore");
 		if (buf * 4 > mem)
 			die(EXIT_USAGE, "--buf %ld MiB needs --mem of at least %ld MiB",
 			    buf, buf * 4);
@@ -669,6 +698,9 @@ int main(int argc, char **argv)
 		if (kernel || initrd)
 			die(EXIT_USAGE,
 			    "--kernel and --initrd are for boot; the snapshot has the guest");
+		if (vm.share_uffd && vm.mode < MODE_UFFD)
+			die(EXIT_USAGE,
+			    "--share-uffd needs a lazy --mode (uffd, userfault-sync, userfault-async, exitless)");
 		if (resnap && vm.mode < MODE_UFFD)
 			die(EXIT_USAGE,
 			    "--resnapshot needs a lazy --mode (uffd, userfault-sync, userfault-async, exitless)");

@@ -309,6 +309,9 @@ void lazy_setup(struct vm *vm, int image_fd, unsigned int fetch_us,
 	    ioctl(l->uffd, UFFDIO_REGISTER, &reg) < 0)
 		die(EXIT_UNSUPPORTED, "userfaultfd registration of guest RAM: %s",
 		    strerror(errno));
+	if (vm->share_uffd)
+		share_uffd(vm->share_uffd, l->uffd, (uint64_t)vm->mem,
+			   vm->mem_size);
 
 	if (vm->mode >= MODE_USERFAULT_SYNC) {
 		l->bitmap = malloc(l->pages / 8 + 1);

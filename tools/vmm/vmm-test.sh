@@ -9,6 +9,8 @@
 #   kbp-vmm-test boot            boot the guest, snapshot it when it asks
 #   kbp-vmm-test restore MODE    restore that snapshot with MODE; the guest
 #                                must verify every byte
+#   kbp-vmm-test smp MODE        the same with a guest of 2 vCPUs, booted
+#                                to a snapshot of its own
 #   kbp-vmm-test outstanding     snapshot a restored VM while async #PFs
 #                                are outstanding, restore that
 #   kbp-vmm-test kill MODE       SIGKILL the VMM in the middle of a restore
@@ -32,7 +34,7 @@ TRACE=/sys/kernel/debug/tracing
 # noxsave: under QEMU's software emulation the nested guest's XSETBV does
 # not reach KVM (CPUID 0xd keeps the size of x87 state only), so Linux's
 # XSAVE size check WARNs at boot; with noxsave it uses FXSAVE.
-BOOT_ARGS="--mem 192 --buf 16 --vcpus ${KBP_VMM_VCPUS:-1} --append noxsave"
+BOOT_ARGS="--mem 192 --buf 16 --vcpus 1 --append noxsave"
 
 fail() {
 	echo "kbp-vmm-test: FAIL: $*"
@@ -121,7 +123,7 @@ base() {
 	[ -f "$BASE.state" ] && [ -f "$BASE.mem" ] && return 0
 	mkdir -p "$WORK"
 	# shellcheck disable=SC2086
-	boot_to "$BASE" "$WORK/boot.log" $BOOT_ARGS
+	boot_to "$BASE" "$BASE-boot.log" $BOOT_ARGS
 }
 
 # restore MODE LOG [kbp-vmm options]: a restore that must verify.
@@ -140,13 +142,11 @@ restore() {
 		fail "$mode: no verification report from the guest"
 }
 
-case $1 in
-boot)
-	rm -f "$BASE.state" "$BASE.mem"
-	base
-	;;
-restore)
-	mode=$2
+# restore_check MODE: restore the snapshot at $BASE (booted with
+# $BOOT_ARGS) in MODE; the guest verifies, and in the async modes the
+# trace shows what the real guest took.
+restore_check() {
+	mode=$1
 	base
 	trace_on
 	restore "$mode" "$WORK/$mode.log"
@@ -179,6 +179,35 @@ restore)
 		[ "$(field sync "$log")" -gt 0 ] || fail "userfault-sync: no exits"
 		;;
 	esac
+}
+
+case $1 in
+boot)
+	rm -f "$BASE.state" "$BASE.mem"
+	base
+	;;
+restore)
+	restore_check "$2"
+	;;
+smp)
+	# Two vCPUs: the guest's tasks wait on tokens on either, and "page
+	# ready" goes to the vCPU that took the fault.
+	if [ "$(nproc)" -lt 2 ]; then
+		echo "SKIP a guest of 2 vCPUs needs 2 CPUs in the test VM; TCG hangs on one (vmm.rst, The test bed)"
+		exit 4
+	fi
+	BASE=$WORK/smp
+	BOOT_ARGS="--mem 192 --buf 16 --vcpus 2 --append noxsave"
+	restore_check "$2"
+	case $2 in
+	userfault-async|exitless)
+		# The trace names the vCPU thread that took each fault.
+		n=$(grep -v '^#' $TRACE/trace | grep -F "kvm_async_pf_not_present:" |
+			grep -F "type user" | awk '{ print $1 }' | sort -u | wc -l)
+		say "$2: vCPU threads that took async #PFs: $n"
+		[ "$n" -ge 2 ] || fail "$2: async #PFs on $n vCPU thread(s), want both"
+		;;
+	esac
 	;;
 outstanding)
 	# A restore snapshotted again while the guest waits on tokens: the
@@ -209,18 +238,40 @@ kill)
 	base
 	trace_on
 	say "restoring in mode $mode with 20 ms fetches, SIGKILL during the verification"
+	share="" obs=""
+	# Not a previous run's lines: the loops below may read these files
+	# before the jobs started in the background have opened them.
+	rm -f "$WORK/kill-$mode.log" "$WORK/observe.log"
+	if [ "$mode" = uffd ]; then
+		# An observer holds the VMM's userfaultfd across its death,
+		# as async_pf_exit_race_test's does (tools/vmm/observe.c).
+		"$VMM" observe --socket "$WORK/observe.sock" >"$WORK/observe.log" 2>&1 &
+		obs=$!
+		# shellcheck disable=SC2064 # $obs is meant to expand now
+		trap "kill $obs 2>/dev/null" EXIT
+		i=0
+		while ! grep -qs "listening" "$WORK/observe.log"; do
+			i=$((i + 1))
+			[ $i -lt 100 ] || { cat "$WORK/observe.log"; fail "kbp-vmm observe did not start"; }
+			sleep 0.1
+		done
+		share="--share-uffd $WORK/observe.sock"
+	fi
+	# shellcheck disable=SC2086 # $share is empty or two words
 	"$VMM" restore --snapshot "$BASE" --mode "$mode" --fetch-us 20000 --quiet \
-		>"$WORK/kill-$mode.log" 2>&1 &
+		$share >"$WORK/kill-$mode.log" 2>&1 &
 	pid=$!
 	i=0
-	while ! grep -q "kbp-guest: verifying" "$WORK/kill-$mode.log"; do
+	while ! grep -qs "kbp-guest: verifying" "$WORK/kill-$mode.log"; do
 		i=$((i + 1))
 		[ $i -lt 600 ] || { cat "$WORK/kill-$mode.log"; fail "the guest never started verifying"; }
 		kill -0 $pid 2>/dev/null || { cat "$WORK/kill-$mode.log"; fail "kbp-vmm ended before the kill"; }
 		sleep 0.1
 	done
 	sleep 1
+	[ ! -e $TRACE/trace_marker ] || echo "kbp-vmm-test: SIGKILL" >$TRACE/trace_marker
 	kill -9 $pid
+	[ -z "$obs" ] || kill -USR1 "$obs"
 	i=0
 	while [ -d /proc/$pid ] && [ "$(cut -d' ' -f3 /proc/$pid/stat 2>/dev/null)" != Z ]; do
 		i=$((i + 1))
@@ -229,6 +280,13 @@ kill)
 	done
 	wait $pid
 	cat "$WORK/kill-$mode.log"
+	if [ -n "$obs" ]; then
+		# It ends once the VMM is gone and no fault came for a second;
+		# its fd closed releases any worker still waiting on a fault.
+		wait "$obs"
+		orc=$?
+		cat "$WORK/observe.log"
+	fi
 	# Every kernel async #PF the dead VMM's vCPUs started has a worker;
 	# each must finish (completed), none may be left waiting.
 	sleep 2
@@ -238,6 +296,18 @@ kill)
 		cp=$(trace_count kvm_async_pf_completed "type kernel")
 		say "$mode: after the kill: kernel async #PFs started $np, workers completed $cp"
 		[ "$cp" -ge "$np" ] || fail "$mode: $((np - cp)) async #PF workers of the dead VMM did not complete"
+	fi
+	if [ -n "$obs" ]; then
+		# Workers that completed after the kill, and the faults they
+		# took on the dead VMM's memory: a worker in flight at the kill
+		# holds its address space on either module set; one that starts
+		# after the VMM is gone pins it only on the stock modules
+		# (Documentation/vmm.rst, "Tests").
+		ran=$(awk '/kbp-vmm-test: SIGKILL/ { m = 1 } m && /kvm_async_pf_completed:/' $TRACE/trace | wc -l)
+		after=$(sed -n 's/.* faults_after_kill=\([0-9]*\).*/\1/p' "$WORK/observe.log")
+		alive=$(sed -n 's/.* mm_alive_at_end=\([0-9]*\).*/\1/p' "$WORK/observe.log")
+		say "$mode: after the kill: $ran async #PF workers completed, $after faults on the dead VMM's memory, its address space alive at the observer's end: $alive"
+		[ "$orc" -eq 0 ] || fail "$mode: kbp-vmm observe failed (above)"
 	fi
 	;;
 errors)
@@ -264,7 +334,7 @@ errors)
 	expect 2 "unknown --mode" -- restore --snapshot "$BASE" --mode lazy
 	expect 2 "restore needs" -- restore --mode eager
 	expect 2 "from 1 to" -- boot --vcpus 9 --kernel "$DIR/vmlinuz" --initrd "$DIR/kbp-vmm-guest.cpio"
-	expect 2 "say boot or restore" --
+	expect 2 "say boot, restore or observe" --
 	# A state and an image of different snapshots: the image's id
 	# (bytes 24-31 of its header) changed.
 	cp "$BASE.state" "$t/mixed.state"
@@ -279,6 +349,18 @@ errors)
 	head -c 4096 "$BASE.mem" >"$t/mixed.mem"
 	expect 2 "truncated" -- restore --snapshot "$t/mixed" --mode eager
 	rm -f "$t/mixed.state" "$t/mixed.mem"
+	# --timeout ends a run that cannot finish in time (20 ms a page)
+	# with where the vCPU stood: registers and the calls on its stack.
+	"$VMM" restore --snapshot "$BASE" --mode uffd --fetch-us 20000 \
+		--timeout 3 --quiet >"$t/out" 2>"$t/err"
+	rc=$?
+	grep -E "vCPU 0: rip|stack" "$t/out"
+	if ! { [ $rc -eq 1 ] && grep -q "did not finish in time" "$t/err" &&
+		grep -q "vCPU 0: rip 0x" "$t/out" &&
+		grep -Eq "stack:( 0x[0-9a-f]+)+$" "$t/out"; }; then
+		cat "$t/out" "$t/err"
+		fail "--timeout: exit $rc (want 1), or no registers and stack of the vCPU"
+	fi
 	;;
 unsupported)
 	# On KVM without our uAPI: the modes that need it are refused with
@@ -332,7 +414,7 @@ bench)
 	done
 	;;
 *)
-	echo "usage: kbp-vmm-test boot|restore MODE|outstanding|kill MODE|errors|unsupported|bench [FETCH_US]" >&2
+	echo "usage: kbp-vmm-test boot|restore MODE|smp MODE|outstanding|kill MODE|errors|unsupported|bench [FETCH_US]" >&2
 	exit 2
 	;;
 esac

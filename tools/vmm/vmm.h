@@ -101,6 +101,7 @@ struct vm {
 	enum mem_mode mode;
 	const char *snapshot_out;	/* where the guest's request saves */
 	long stop_after_async;		/* resnapshot after this many (-1: never) */
+	const char *share_uffd;		/* send the uffd to this socket */
 	bool quiet;
 
 	/*
@@ -203,5 +204,9 @@ void lazy_stop(struct vm *vm);
 void lazy_report(struct vm *vm);
 bool lazy_present(struct vm *vm, uint64_t page);
 const uint8_t *lazy_image(struct vm *vm);
+
+/* observe.c: a VMM's userfaultfd held across its death */
+void share_uffd(const char *path, int uffd, uint64_t start, uint64_t len);
+int run_observer(const char *path);
 
 #endif
