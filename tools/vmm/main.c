@@ -67,10 +67,14 @@ static const char usage[] =
 "  --after-async N     see --resnapshot (default 8)\n"
 "  --share-uffd PATH   restore, lazy modes: send the userfaultfd to the\n"
 "                      kbp-vmm observe listening at PATH\n"
-"  --socket PATH       observe: where to listen\n"
+"  --socket PATH       observe: where to listen; it holds the fd it gets\n"
+"                      until SIGUSR1 (the VMM was killed) or the VMM's\n"
+"                      exit, then answers faults until the VMM is gone and\n"
+"                      quiet for 1 s, prints a result line and exits 1 if\n"
+"                      the VMM's address space outlived it\n"
 "  --timeout SEC       end the run if the guest has not finished after\n"
-"                      SEC seconds, with what is known of where it\n"
-"                      stands (default 0: no limit)\n"
+"                      SEC seconds (checked every 10 s), with what is\n"
+"                      known of where it stands (default 0: no limit)\n"
 "  --quiet             copy only the workload's own lines and kernel\n"
 "                      problem reports of the guest's console to stdout\n"
 "  --help              this text\n"
@@ -283,6 +287,8 @@ static void *vcpu_thread(void *arg)
 
 static void print_result(struct vm *vm);
 
+#define CR4_LA57	0x1000ULL	/* CR4 bit 12 */
+
 /*
  * A guest virtual address through the guest's page tables: 5 levels with
  * CR4.LA57, which a Linux guest turns on wherever CPUID offers it (QEMU's
@@ -292,7 +298,7 @@ static const uint64_t *guest_va(struct vm *vm, struct kvm_sregs *sregs,
 				uint64_t va)
 {
 	uint64_t table = sregs->cr3 & 0x000ffffffffff000ULL, e = 0;
-	int top = sregs->cr4 & (1ULL << 12) ? 5 : 4;
+	int top = sregs->cr4 & CR4_LA57 ? 5 : 4;
 	int level, shift;
 
 	for (level = top; level >= 1; level--) {
@@ -303,11 +309,12 @@ static const uint64_t *guest_va(struct vm *vm, struct kvm_sregs *sregs,
 		e = ((uint64_t *)(vm->mem + table))[(va >> shift) & 511];
 		if (!(e & 1))
 			return NULL;
-		/* A 1 GiB or 2 MiB page. */
+		/* A 1 GiB or 2 MiB page; its 4 KiB page may be unserved. */
 		if ((level == 2 || level == 3) && (e & 0x80)) {
 			table = (e & 0x000ffffffffff000ULL & ~((1ULL << shift) - 1)) +
 				(va & ((1ULL << shift) - 1));
-			return table + 8 <= vm->mem_size ?
+			return table + 8 <= vm->mem_size &&
+			       (!vm->lazy || lazy_present(vm, table / PAGE_SIZE)) ?
 			       (const uint64_t *)(vm->mem + table) : NULL;
 		}
 		table = e & 0x000ffffffffff000ULL;

@@ -9,17 +9,17 @@
  * the range of guest RAM over the socket at PATH once the fd is registered.
  * While the VMM lives, the observer only holds the fd: reading it would
  * take faults from the VMM's own uffd thread.  SIGUSR1 says that the VMM
- * was killed.  From then on the observer answers every fault with
- * UFFDIO_ZEROPAGE and wakes the whole range every 100 ms: a worker whose
- * fault the dead VMM read and never answered would otherwise wait for
- * good, and with it the VM, which each worker holds a reference to.
+ * was killed (or the VMM exits).  From then on the observer answers every
+ * fault with UFFDIO_ZEROPAGE and wakes the whole range every 100 ms: a
+ * worker whose fault the dead VMM read and never answered would otherwise
+ * wait for good, and with it the VM, which each worker holds a reference
+ * to.  It ends once the VMM has exited and no fault came for a second.
  *
  * Counted, as in async_pf_exit_race_test: faults on the dead VMM's memory
  * (a worker did a gup after the kill), and whether the VMM's address space
- * was still there a second after the last fault (UFFDIO_ZEROPAGE answers
- * ESRCH once mm_users is zero).  The observer fails only if the VMM does
- * not exit; the test judges the counts.  Once it exits, the fd is closed,
- * which releases any worker still waiting.
+ * outlived the VMM and its workers (UFFDIO_ZEROPAGE answers ESRCH once
+ * mm_users is zero), which fails the run, as does a VMM that does not exit
+ * within 30 s.
  */
 #include <errno.h>
 #include <poll.h>
@@ -81,17 +81,21 @@ void share_uffd(const char *path, int uffd, uint64_t start, uint64_t len)
 /* Take the VMM's fd; its pid comes from the socket's peer credentials. */
 static int receive(const char *path, struct uffd_share *msg, pid_t *pid)
 {
-	char cbuf[CMSG_SPACE(sizeof(int))];
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} cbuf;
 	struct iovec iov = { .iov_base = msg, .iov_len = sizeof(*msg) };
 	struct msghdr mh = {
 		.msg_iov = &iov, .msg_iovlen = 1,
-		.msg_control = cbuf, .msg_controllen = sizeof(cbuf),
+		.msg_control = cbuf.buf, .msg_controllen = sizeof(cbuf.buf),
 	};
 	struct sockaddr_un sa;
 	struct ucred cred;
 	socklen_t cl = sizeof(cred);
 	struct cmsghdr *cm;
 	int l, c, fd;
+	ssize_t n;
 
 	unix_addr(&sa, path);
 	unlink(path);
@@ -103,14 +107,23 @@ static int receive(const char *path, struct uffd_share *msg, pid_t *pid)
 	printf("kbp-vmm: observe: listening on %s\n", path);
 	fflush(stdout);
 	c = accept(l, NULL, NULL);
-	if (c < 0 || recvmsg(c, &mh, 0) != sizeof(*msg) ||
+	if (c < 0 ||
 	    getsockopt(c, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0)
-		die(EXIT_USAGE, "observe: no fd from the VMM on %s: %s", path,
+		die(EXIT_USAGE, "observe: no VMM on %s: %s", path,
 		    strerror(errno));
+	n = recvmsg(c, &mh, MSG_CMSG_CLOEXEC);
 	cm = CMSG_FIRSTHDR(&mh);
-	if (!cm || cm->cmsg_type != SCM_RIGHTS)
-		die(EXIT_USAGE, "observe: the VMM sent no fd on %s", path);
+	if (n != sizeof(*msg) || (mh.msg_flags & MSG_CTRUNC) || !cm ||
+	    cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS ||
+	    cm->cmsg_len != CMSG_LEN(sizeof(int)))
+		die(EXIT_USAGE,
+		    "observe: what came on %s is not a kbp-vmm --share-uffd message",
+		    path);
 	memcpy(&fd, CMSG_DATA(cm), sizeof(int));
+	if (!msg->len || msg->len % PAGE_SIZE || msg->start % PAGE_SIZE)
+		die(EXIT_USAGE, "observe: the VMM sent a bad range %#llx+%#llx",
+		    (unsigned long long)msg->start,
+		    (unsigned long long)msg->len);
 	close(c);
 	close(l);
 	unlink(path);
@@ -148,12 +161,13 @@ static unsigned int answer(int uffd, unsigned int *dead)
 
 int run_observer(const char *path)
 {
-	unsigned int after_kill = 0, dead = 0, n;
+	unsigned int after_kill = 0, dead = 0;
+	uint64_t now, deadline, quiet_until;
 	struct uffd_share share;
 	struct uffdio_range all;
-	int uffd, sfd, pfd, quiet = 0, i;
-	struct pollfd w;
+	struct pollfd w[2];
 	bool exited = false, mm_gone = false;
+	int uffd, sfd, pfd, i;
 	sigset_t usr1;
 	pid_t pid;
 
@@ -172,30 +186,42 @@ int run_observer(const char *path)
 	printf("kbp-vmm: observe: holding the userfaultfd of pid %d\n", pid);
 	fflush(stdout);
 
-	/* The VMM lives: hold the fd, read nothing. */
-	w.fd = sfd;
-	w.events = POLLIN;
-	if (poll(&w, 1, -1) != 1)
+	/*
+	 * The VMM lives: hold the fd, read nothing, until SIGUSR1 says it
+	 * was killed or it exits on its own.
+	 */
+	w[0].fd = sfd;
+	w[0].events = POLLIN;
+	w[1].fd = pfd;
+	w[1].events = POLLIN;
+	if (poll(w, 2, -1) < 1)
 		die(EXIT_USAGE, "observe: poll: %s", strerror(errno));
 
 	/*
 	 * The VM outlives the VMM's exit while a worker holds it (each
 	 * holds a reference to the VM), so the end is the VMM gone and no
-	 * fault for a second: every worker released has finished.
+	 * fault for a second: every worker released has finished.  Once
+	 * the VMM is gone its pidfd stays readable, so it leaves the poll.
 	 */
 	all.start = share.start;
 	all.len = share.len;
-	for (i = 0; i < 300 && !(exited && quiet >= 10); i++) {
+	now = now_ns();
+	deadline = now + 30000000000ULL;
+	quiet_until = 0;
+	while (now < deadline && !(exited && now >= quiet_until)) {
 		struct pollfd p[2] = {
 			{ .fd = uffd, .events = POLLIN },
-			{ .fd = pfd, .events = POLLIN },
+			{ .fd = exited ? -1 : pfd, .events = POLLIN },
 		};
+		unsigned int n;
 
 		poll(p, 2, 100);
 		n = answer(uffd, &dead);
 		after_kill += n;
-		quiet = n ? 0 : quiet + 1;
 		ioctl(uffd, UFFDIO_WAKE, &all);
+		now = now_ns();
+		if (n || !quiet_until)
+			quiet_until = now + 1000000000ULL;
 		if (p[1].revents & POLLIN)
 			exited = true;
 	}
@@ -214,5 +240,5 @@ int run_observer(const char *path)
 	printf("kbp-vmm: observe: result faults_after_kill=%u answered_on_dead_mm=%u",
 	       after_kill, dead);
 	printf(" mm_alive_at_end=%d\n", !mm_gone);
-	return 0;
+	return mm_gone ? 0 : EXIT_GUEST_FAILED;
 }
