@@ -289,6 +289,15 @@ static void print_result(struct vm *vm);
 
 #define CR4_LA57	0x1000ULL	/* CR4 bit 12 */
 
+/* The word at guest physical @gpa, if it is RAM the guest has (served). */
+static const uint64_t *gpa_word(struct vm *vm, uint64_t gpa)
+{
+	if (gpa + 8 > vm->mem_size ||
+	    (vm->lazy && !lazy_present(vm, gpa / PAGE_SIZE)))
+		return NULL;
+	return (const uint64_t *)(vm->mem + gpa);
+}
+
 /*
  * A guest virtual address through the guest's page tables: 5 levels with
  * CR4.LA57, which a Linux guest turns on wherever CPUID offers it (QEMU's
@@ -297,33 +306,25 @@ static void print_result(struct vm *vm);
 static const uint64_t *guest_va(struct vm *vm, struct kvm_sregs *sregs,
 				uint64_t va)
 {
-	uint64_t table = sregs->cr3 & 0x000ffffffffff000ULL, e = 0;
+	uint64_t table = sregs->cr3 & 0x000ffffffffff000ULL, in_page;
 	int top = sregs->cr4 & CR4_LA57 ? 5 : 4;
+	const uint64_t *e;
 	int level, shift;
 
 	for (level = top; level >= 1; level--) {
 		shift = 12 + 9 * (level - 1);
-		if (table + PAGE_SIZE > vm->mem_size ||
-		    (vm->lazy && !lazy_present(vm, table / PAGE_SIZE)))
+		e = gpa_word(vm, table + ((va >> shift) & 511) * 8);
+		if (!e || !(*e & 1))
 			return NULL;
-		e = ((uint64_t *)(vm->mem + table))[(va >> shift) & 511];
-		if (!(e & 1))
-			return NULL;
-		/* A 1 GiB or 2 MiB page; its 4 KiB page may be unserved. */
-		if ((level == 2 || level == 3) && (e & 0x80)) {
-			table = (e & 0x000ffffffffff000ULL & ~((1ULL << shift) - 1)) +
-				(va & ((1ULL << shift) - 1));
-			return table + 8 <= vm->mem_size &&
-			       (!vm->lazy || lazy_present(vm, table / PAGE_SIZE)) ?
-			       (const uint64_t *)(vm->mem + table) : NULL;
+		/* A 1 GiB or 2 MiB page. */
+		if ((level == 2 || level == 3) && (*e & 0x80)) {
+			in_page = (1ULL << shift) - 1;
+			return gpa_word(vm, (*e & 0x000ffffffffff000ULL & ~in_page) +
+					    (va & in_page));
 		}
-		table = e & 0x000ffffffffff000ULL;
+		table = *e & 0x000ffffffffff000ULL;
 	}
-	table += va & 0xfff;
-	if (table + 8 > vm->mem_size ||
-	    (vm->lazy && !lazy_present(vm, table / PAGE_SIZE)))
-		return NULL;
-	return (const uint64_t *)(vm->mem + table);
+	return gpa_word(vm, table + (va & 0xfff));
 }
 
 /* The words on top of a stuck guest's stack: the calls that led there. */
@@ -705,12 +706,10 @@ int main(int argc, char **argv)
 		if (kernel || initrd)
 			die(EXIT_USAGE,
 			    "--kernel and --initrd are for boot; the snapshot has the guest");
-		if (vm.share_uffd && vm.mode < MODE_UFFD)
+		if ((resnap || vm.share_uffd) && vm.mode < MODE_UFFD)
 			die(EXIT_USAGE,
-			    "--share-uffd needs a lazy --mode (uffd, userfault-sync, userfault-async, exitless)");
-		if (resnap && vm.mode < MODE_UFFD)
-			die(EXIT_USAGE,
-			    "--resnapshot needs a lazy --mode (uffd, userfault-sync, userfault-async, exitless)");
+			    "%s needs a lazy --mode (uffd, userfault-sync, userfault-async, exitless)",
+			    resnap ? "--resnapshot" : "--share-uffd");
 		s = calloc(1, sizeof(*s));
 		if (!s)
 			die(EXIT_USAGE, "out of memory");

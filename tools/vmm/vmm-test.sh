@@ -87,7 +87,12 @@ trace_off() {
 
 # trace_count EVENT WORD: events of that name whose line has WORD.
 trace_count() {
-	grep -v '^#' $TRACE/trace | grep -F "$1:" | grep -c -F "$2"
+	trace_lines "$1" "$2" | grep -c ""
+}
+
+# trace_lines EVENT WORD: those events' lines.
+trace_lines() {
+	grep -v '^#' $TRACE/trace | grep -F "$1:" | grep -F "$2"
 }
 
 # boot_to PREFIX LOG [kbp-vmm options]: boot the guest until it asks for
@@ -202,8 +207,8 @@ smp)
 	case $2 in
 	userfault-async|exitless)
 		# The trace names the vCPU thread that took each fault.
-		n=$(grep -v '^#' $TRACE/trace | grep -F "kvm_async_pf_not_present:" |
-			grep -F "type user" | awk '{ print $1 }' | sort -u | wc -l)
+		n=$(trace_lines kvm_async_pf_not_present "type user" |
+			awk '{ print $1 }' | sort -u | wc -l)
 		say "$2: vCPU threads that took async #PFs: $n"
 		[ "$n" -ge 2 ] || fail "$2: async #PFs on $n vCPU thread(s), want both"
 		;;
