@@ -397,11 +397,13 @@ bench)
 		boot_to "$WORK/bench" "$WORK/bench-boot.log" --buf 8 \
 			--verifiers 2 --mem 192 --append noxsave
 	fi
-	rows=$WORK/bench-$set.txt
+	# Rows per set and fetch time: the stock rows of this boot go in
+	# front of ours, each benchmark's own.
+	rows=$WORK/bench-$set-$fetch.txt
 	: >"$rows"
 	for mode in $modes; do
 		say "bench: $set modules, mode $mode, $fetch us per page"
-		log=$WORK/bench-$set-$mode.log
+		log=$WORK/bench-$set-$mode-$fetch.log
 		"$VMM" restore --snapshot "$WORK/bench" --mode "$mode" --quiet \
 			--fetch-us "$fetch" --timeout 300 >"$log" 2>&1
 		rc=$?
@@ -417,7 +419,7 @@ bench)
 	echo "BENCH vmm-restore $fetch us per page fetch, 8 MiB verified by 2 guest threads, 1 vCPU"
 	printf 'BENCH %-6s %-16s %8s %9s %7s %6s %6s %7s %6s\n' modules mode \
 		first_ms verify_ms served async sync sync_k0 share%
-	for f in "$WORK/bench-stock.txt" "$WORK/bench-ours.txt"; do
+	for f in "$WORK/bench-stock-$fetch.txt" "$WORK/bench-ours-$fetch.txt"; do
 		[ "$set" = ours ] || [ "$f" = "$rows" ] || continue
 		[ ! -f "$f" ] || sed 's/^/BENCH /' "$f"
 	done
