@@ -31,6 +31,8 @@
 #   ARGS="..."               more scripts/kbp-test options for the test
 #                            targets, e.g. ARGS="--test 'userfault_*'"
 #   KERNELRELEASE=<release>  another installed Debian kernel as target
+#   SERIES=<series>          that series' current Debian kernel as target,
+#                            e.g. SERIES=6.12 on Debian 12
 #   KSRC=<tree or tarball>   source instead of linux-source-<series>
 #   KBP_TIERS="modules kunit debug"  tiers of make check (default: style
 #                            uapi abi modules vmm deb kunit debug); --tier
@@ -46,6 +48,10 @@
 #                            --keep-loaded
 
 SHELL := /bin/bash
+
+ifdef SERIES
+export KBP_SERIES := $(SERIES)
+endif
 
 .PHONY: all modules check kunit check-debug check-parity check-vmm check-host bench \
 	check-abi deb install uninstall load unload clean help

@@ -82,40 +82,76 @@ pkg_version() {
 	printf '%s' "$v"
 }
 
-# default_krel: the release of Debian 12's current 6.1 kernel, i.e. the
-# one linux-headers-amd64 depends on.  Never hard-coded: the ABI number
-# changes with every Debian kernel update.
+# Debian kernel releases by series: 6.1 is Debian 12's own kernel
+# (6.1.0-<abi>-<flavour>), 6.12 both Debian 13's and the one Debian 12
+# carries (6.12.<sub>+deb<12|13>-<flavour>).  Flavours: amd64 and
+# cloud-amd64 (what Debian's cloud images run).
+krel_pattern() {
+	case $1 in
+	6.1) echo '^6\.1\.0-[0-9]+-(cloud-)?amd64$' ;;
+	*) echo "^${1//./\\.}\.[0-9]+\+deb[0-9]+-(cloud-)?amd64$" ;;
+	esac
+}
+
+# krel_series RELEASE: the series (major.minor) of a release.
+krel_series() {
+	[[ $1 =~ ^([0-9]+\.[0-9]+)[.-] ]] && echo "${BASH_REMATCH[1]}"
+}
+
+# default_krel [SERIES]: the current Debian kernel release of SERIES (by
+# default this Debian's own: 6.1 on Debian 12), amd64 flavour.  Never
+# hard-coded: the ABI number changes with every Debian kernel update.
+# This Debian's own series: the release linux-headers-amd64 depends on.
+# Another one (the 6.12 that Debian 12 carries beside 6.1): the release
+# of the version linux-source-<series> has, which decides what can be
+# built; its headers metapackage may lag behind the source for a while.
 default_krel() {
-	local dep
-	dep=$(dpkg-query -W -f='${Depends}' linux-headers-amd64 2>/dev/null)
-	if [ -z "$dep" ]; then
-		if [ -z "${APT_UPDATED:-}" ] && [ "$(id -u)" -eq 0 ]; then
-			apt-get update -qq >/dev/null 2>&1 && APT_UPDATED=1
-		fi
-		dep=$(apt-cache show linux-headers-amd64 2>/dev/null |
-			sed -n 's/^Depends: //p' | head -n 1)
+	local series=${1:-} dep ver
+	if [ -z "${APT_UPDATED:-}" ] && [ "$(id -u)" -eq 0 ] &&
+		! apt-cache show linux-headers-amd64 >/dev/null 2>&1; then
+		apt-get update -qq >/dev/null 2>&1 && APT_UPDATED=1
 	fi
+	dep=$(dpkg-query -W -f='${Depends}' linux-headers-amd64 2>/dev/null)
+	[ -n "$dep" ] || dep=$(apt-cache show linux-headers-amd64 2>/dev/null |
+		sed -n 's/^Depends: //p' | head -n 1)
 	dep=$(printf '%s' "$dep" | grep -o 'linux-headers-[0-9][^ ,]*-amd64' | head -n 1)
-	[ -n "$dep" ] || die "cannot resolve the default kernel from linux-headers-amd64 (is this Debian 12 with apt sources?)"
-	printf '%s' "${dep#linux-headers-}"
+	dep=${dep#linux-headers-}
+	if [ -n "$series" ] && [ "$(krel_series "$dep")" != "$series" ]; then
+		ver=$(pkg_version "linux-source-$series")
+		[ -n "$ver" ] ||
+			die "no linux-source-$series in the apt sources: run apt-get update, or set KERNELRELEASE"
+		dep=$(apt-cache pkgnames "linux-headers-${ver%%-*}+" 2>/dev/null |
+			sed 's/^linux-headers-//' | grep -E "$(krel_pattern "$series")" |
+			grep -v cloud | sort -V | tail -n 1)
+		[ -n "$dep" ] ||
+			die "no amd64 headers for linux-source-$series $ver in the apt sources; set KERNELRELEASE"
+	fi
+	[ -n "$dep" ] || die "cannot resolve the default kernel from linux-headers-amd64 (is this Debian with apt sources?)"
+	printf '%s' "$dep"
 }
 
 # resolve_target: set KREL (kernel release), KSERIES (patch series, e.g.
 # 6.1), HDR (where the kbuild headers go), HDR_PKG and BUILD.  Installs
 # nothing: callers ask need_pkgs for what they need, then need_headers.
+# KERNELRELEASE picks the release, KBP_SERIES the series whose current
+# release is the target.
 resolve_target() {
 	local running
 	running=$(uname -r)
 	if [ -n "${KERNELRELEASE:-}" ]; then
 		KREL=$KERNELRELEASE
+	elif [ -n "${KBP_SERIES:-}" ]; then
+		[ -f "$TOP/patches/$KBP_SERIES/series" ] ||
+			die "series $KBP_SERIES is not supported (supported: $(supported_series | tr '\n' ' '))"
+		KREL=$(default_krel "$KBP_SERIES")
 	elif is_supported_krel "$running" && [ -d "/lib/modules/$running/build" ]; then
 		KREL=$running
 	else
 		KREL=$(default_krel)
 	fi
 	is_supported_krel "$KREL" ||
-		die "kernel $KREL is not supported (supported: Debian <series>.0-<abi>-amd64 for series: $(supported_series | tr '\n' ' '))"
-	KSERIES=${KREL%%.0-*}
+		die "kernel $KREL is not supported (supported: Debian 6.1.0-<abi>-amd64 and 6.12.<n>+deb<n>-amd64, also -cloud-amd64, for series: $(supported_series | tr '\n' ' '))"
+	KSERIES=$(krel_series "$KREL")
 	HDR_PKG=linux-headers-$KREL
 	HDR=/usr/src/linux-headers-$KREL
 	BUILD=$TOP/build/$KREL
@@ -151,7 +187,7 @@ need_headers() {
 is_supported_krel() {
 	local s
 	for s in $(supported_series); do
-		[[ $1 =~ ^${s//./\\.}\.0-[0-9]+-amd64$ ]] && return 0
+		[[ $1 =~ $(krel_pattern "$s") ]] && return 0
 	done
 	return 1
 }
