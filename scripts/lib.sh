@@ -134,7 +134,8 @@ default_krel() {
 # 6.1), HDR (where the kbuild headers go), HDR_PKG and BUILD.  Installs
 # nothing: callers ask need_pkgs for what they need, then need_headers.
 # KERNELRELEASE picks the release, KBP_SERIES the series whose current
-# release is the target.
+# release (or the running kernel, when it is of that series) is the
+# target.
 resolve_target() {
 	local running
 	running=$(uname -r)
@@ -143,7 +144,12 @@ resolve_target() {
 	elif [ -n "${KBP_SERIES:-}" ]; then
 		[ -f "$TOP/patches/$KBP_SERIES/series" ] ||
 			die "series $KBP_SERIES is not supported (supported: $(supported_series | tr '\n' ' '))"
-		KREL=$(default_krel "$KBP_SERIES")
+		if is_supported_krel "$running" && [ -d "/lib/modules/$running/build" ] &&
+			[ "$(krel_series "$running")" = "$KBP_SERIES" ]; then
+			KREL=$running
+		else
+			KREL=$(default_krel "$KBP_SERIES")
+		fi
 	elif is_supported_krel "$running" && [ -d "/lib/modules/$running/build" ]; then
 		KREL=$running
 	else
@@ -157,6 +163,12 @@ resolve_target() {
 	BUILD=$TOP/build/$KREL
 	export KREL KSERIES HDR HDR_PKG BUILD
 }
+
+# The series whose selftest library and patched uAPI headers our own
+# selftests and the reference VMM are built on, once, for every series
+# (scripts/selftests.sh).
+# shellcheck disable=SC2034 # used by the scripts that source this
+SELFTEST_SERIES=6.1
 
 # Debian packages needed to build the modules, and to test them.
 build_pkgs() {

@@ -21,13 +21,24 @@ kmake -s -C "$SRC" headers >"$BUILD/selftests-headers.log" 2>&1 ||
 	die "make headers failed (log: $BUILD/selftests-headers.log)"
 
 KST=$SRC/tools/testing/selftests/kvm
-mkdir -p "$KST/backport"
-rsync -rc --delete "$TOP/tools/selftests/" "$KST/backport/"
-
-log "building KVM selftests (upstream and ours)"
+# Our selftests and the reference VMM are built once, on the selftest
+# library and patched uAPI of SELFTEST_SERIES, and the same binaries run
+# on every series: one uAPI, the same numbers and semantics everywhere.
+# Another series builds only its own upstream selftests here.
+MK=()
+if [ "$KSERIES" = "$SELFTEST_SERIES" ]; then
+	mkdir -p "$KST/backport"
+	rsync -rc --delete "$TOP/tools/selftests/" "$KST/backport/"
+	MK=(-f backport/Makefile)
+	log "building KVM selftests (upstream and ours)"
+else
+	rm -rf "$KST/backport"
+	MK=(-f Makefile)
+	log "building the upstream KVM selftests of $KSERIES"
+fi
 # -k: some upstream tests do not build as shipped; they are accounted for
 # in tools/selftests/$KSERIES/nobuild.list and checked below.
-kmake -k -j"$(nproc)" -C "$KST" -f backport/Makefile \
+kmake -k -j"$(nproc)" -C "$KST" "${MK[@]}" \
 	EXTRA_CFLAGS=-static LDFLAGS=-static >"$BUILD/selftests-build.log" 2>&1 || true
 
 # Every test the Makefile knows of must have been built or be listed as
@@ -35,7 +46,7 @@ kmake -k -j"$(nproc)" -C "$KST" -f backport/Makefile \
 OUT=$BUILD/selftests
 rm -rf "$OUT"
 mkdir -p "$OUT/upstream" "$OUT/backport"
-mapfile -t ALL < <(cd "$KST" && kmake -s -f backport/Makefile -f - print-tests <<'MK'
+mapfile -t ALL < <(cd "$KST" && kmake -s "${MK[@]}" -f - print-tests <<'MK'
 print-tests:
 	@printf '%s\n' $(TEST_GEN_PROGS) $(TEST_GEN_PROGS_EXTENDED)
 MK
@@ -65,6 +76,17 @@ for t in "${ALL[@]}"; do
 	fi
 done
 [ $bad -eq 0 ] || die "selftest build failed (log: $BUILD/selftests-build.log)"
+
+if [ "$KSERIES" != "$SELFTEST_SERIES" ]; then
+	log "our selftests and the reference VMM: the binaries built for $SELFTEST_SERIES"
+	OURS=$(KERNELRELEASE='' KBP_SERIES=$SELFTEST_SERIES "$TOP/scripts/selftests.sh" |
+		sed -n 's/^kvm-backport: built .* into //p')
+	[ -n "$OURS" ] && [ -d "$TOP/$OURS/backport" ] ||
+		die "building the selftests of $SELFTEST_SERIES failed"
+	cp -a "$TOP/$OURS/backport/." "$OUT/backport/"
+	log "built $built upstream selftests into ${OUT#"$TOP"/}, ours are $SELFTEST_SERIES's"
+	exit 0
+fi
 
 # The reference VMM, on the same uAPI headers, beside our selftests.
 log "building the reference VMM (tools/vmm)"

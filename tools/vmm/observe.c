@@ -42,12 +42,14 @@ struct uffd_share {
 
 static void unix_addr(struct sockaddr_un *sa, const char *path)
 {
+	size_t n = strlen(path);
+
 	memset(sa, 0, sizeof(*sa));
 	sa->sun_family = AF_UNIX;
-	if (strlen(path) >= sizeof(sa->sun_path))
+	if (n >= sizeof(sa->sun_path))
 		die(EXIT_USAGE, "socket path %s is too long; use a shorter one",
 		    path);
-	strcpy(sa->sun_path, path);
+	memcpy(sa->sun_path, path, n);	/* NUL-terminated by the memset */
 }
 
 void share_uffd(const char *path, int uffd, uint64_t start, uint64_t len)
