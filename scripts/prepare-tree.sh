@@ -74,7 +74,7 @@ inputs_key() {
 			echo "$p"
 			cat "$SERIES_DIR/$p"
 		done
-		(cd "$TOP" && for d in virt arch include; do
+		(cd "$TOP" && for d in virt arch include "patches/$KSERIES/files"; do
 			[ ! -d "$d" ] || find "$d" -type f
 		done | LC_ALL=C sort | xargs -r sha256sum)
 	} | sha256sum | cut -d' ' -f1
@@ -154,10 +154,14 @@ done
 rm -f "$NEW.patch.log"
 log "applied ${#PATCHES[@]} patch(es) from patches/$KSERIES"
 
-# Our own files, at the paths they have in the kernel tree.
+# Our own files, at the paths they have in the kernel tree: those of
+# every series, then the series' own (patches/<series>/files/), which
+# give the shared ones what differs between kernels under one name
+# (kvm_backport_compat.h).
 for d in virt arch include; do
 	[ -d "$TOP/$d" ] && cp -r "$TOP/$d" "$NEW/"
 done
+[ ! -d "$SERIES_DIR/files" ] || cp -r "$SERIES_DIR/files/." "$NEW/"
 
 if [ "$MODE" = kvm ]; then
 	# kbuild reads Kbuild in preference to Makefile: ours wraps the

@@ -30,6 +30,8 @@
 #include <linux/mm.h>
 #include <linux/vmalloc.h>
 
+#include "kvm_backport_compat.h"
+
 #ifdef KVM_HAVE_ASYNC_PF_USER
 
 struct kvm_async_pf_ring {
@@ -82,7 +84,7 @@ bool kvm_async_pf_ring_push(struct kvm_vcpu *vcpu, gpa_t gpa, u64 token,
 		 * Every push signals: the VMM reads the eventfd once for any
 		 * number of them, so there is nothing to gain by suppressing.
 		 */
-		eventfd_signal(ring->eventfd, 1);
+		kvm_backport_eventfd_signal(ring->eventfd);
 		pushed = true;
 	}
 	spin_unlock(&kvm->async_pf_ring_lock);
@@ -173,8 +175,8 @@ static int ring_mmap(struct file *file, struct vm_area_struct *vma)
 	if (atomic_cmpxchg(&ring->maps, 0, 1))
 		return -EBUSY;
 
-	vma->vm_flags &= ~(VM_MAYWRITE | VM_MAYEXEC);
-	vma->vm_flags |= VM_DONTCOPY | VM_DONTEXPAND;
+	kvm_backport_vm_flags_mod(vma, VM_DONTCOPY | VM_DONTEXPAND,
+				  VM_MAYWRITE | VM_MAYEXEC);
 	vma->vm_ops = &ring_vm_ops;
 	return 0;
 }
