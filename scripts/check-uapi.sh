@@ -80,24 +80,46 @@ for suite in trixie sid; do
 	fi
 done
 
+# One uAPI: the patched header of every other series prepared here is a
+# reference too, in which each name of ours must have the number it has
+# here.  make check prepares 6.1 (the selftests' series) first.
+for s in $(supported_series); do
+	[ "$s" != "$KSERIES" ] || continue
+	for h in "$TOP"/build/*/kvm/include/uapi/linux/kvm.h; do
+		d=${h%/kvm/include/uapi/linux/kvm.h}
+		if [ -e "$h" ] && [ "$(krel_series "${d##*/}")" = "$s" ]; then
+			refs+=("$h,$s-ours")
+			break
+		fi
+	done
+done
+
 rc=0
 "$TOP/scripts/uapi-numbers.sh" "$OURS" "$BASE" "${refs[@]}" || rc=$?
 
 if [ "${1:-}" = --control ] && [ $rc -eq 0 ]; then
 	# A planted capability that reuses KVM_CAP_ASYNC_PF's number and an
-	# ioctl that reuses KVM_SET_USER_MEMORY_REGION's must be refused.
+	# ioctl that reuses KVM_SET_USER_MEMORY_REGION's must be refused; so
+	# must, with another series' header to compare, a number of ours
+	# that differs from that series'.
+	want=2
 	{
 		cat "$OURS"
 		echo '#define KVM_CAP_PLANTED_COLLISION 59'
 		echo '#define KVM_PLANTED_COLLISION _IO(KVMIO, 0x46)'
+		if [[ ${refs[*]} == *-ours* ]]; then
+			echo '#define KVM_MEM_USERFAULT (1UL << 14)'
+			want=3
+		fi
 	} >"$UAPI/control-kvm.h"
-	if "$TOP/scripts/uapi-numbers.sh" "$UAPI/control-kvm.h" "$BASE" \
-		"${refs[@]}" >"$UAPI/control.out"; then
-		log "the check missed a planted collision"
+	"$TOP/scripts/uapi-numbers.sh" "$UAPI/control-kvm.h" "$BASE" \
+		"${refs[@]}" >"$UAPI/control.out" || true
+	found=$(grep -c COLLISION "$UAPI/control.out" || true)
+	if [ "$found" -ne "$want" ]; then
+		log "the check found $found of $want planted collisions"
 		rc=3
 	else
-		grep -c COLLISION "$UAPI/control.out" |
-			sed 's/^/control: planted collisions found: /'
+		echo "control: planted collisions found: $found"
 	fi
 fi
 exit $rc

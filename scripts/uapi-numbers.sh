@@ -15,8 +15,10 @@
 # whatever their size and direction).  A reference header that uses the
 # same number in the same space under another name is a collision; one
 # that defines the same name must give it the same number (that is how
-# KVM_EXIT_MEMORY_FAULT keeps upstream's).  Prints a table of our numbers
-# and exits non-zero on any collision.
+# KVM_EXIT_MEMORY_FAULT keeps upstream's, and how our numbers stay the
+# same on every series: the other series' patched headers are references
+# too).  Prints a table of our numbers and exits non-zero on any
+# collision.
 set -euo pipefail
 
 [ $# -ge 3 ] || { echo "usage: $0 OURS BASE REF[,label]..." >&2; exit 2; }
@@ -102,22 +104,24 @@ rc=0
 while read -r space name value; do
 	verdict=$(awk -v s="$space" -v n="$name" -v v="$value" '
 		$2 == s && $3 == n && $4 != v { bad = bad " " $1 ":" n "=" $4 }
-		$2 == s && $3 == n && $4 == v { same = 1 }
+		$2 == s && $3 == n && $4 == v { same = same " " $1 ":" }
 		$2 == s && $3 != n && $4 == v { bad = bad " " $1 ":" $3 }
 		END {
 			if (bad != "")
 				print "COLLISION" bad
-			else if (same)
-				print "same as upstream"
+			else if (same != "")
+				print "same in" same
 			else
 				print "unused"
 		}' "$tmp/refs")
 	case $verdict in
-	COLLISION*)
-		rc=1
+	COLLISION* | same*)
+		case $verdict in COLLISION*) rc=1 ;; esac
 		for j in "${!labels[@]}"; do
 			verdict=${verdict// $j:/ ${labels[$j]}:}
 		done
+		verdict=${verdict//: / }
+		verdict=${verdict%:}
 		;;
 	esac
 	case $space in
