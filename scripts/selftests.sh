@@ -81,8 +81,9 @@ if [ "$KSERIES" != "$SELFTEST_SERIES" ]; then
 	log "our selftests and the reference VMM: the binaries built for $SELFTEST_SERIES"
 	OURS=$(KERNELRELEASE='' KBP_SERIES=$SELFTEST_SERIES "$TOP/scripts/selftests.sh" |
 		sed -n 's/^kvm-backport: built .* into //p')
-	[ -n "$OURS" ] && [ -d "$TOP/$OURS/backport" ] ||
+	if [ -z "$OURS" ] || [ ! -d "$TOP/$OURS/backport" ]; then
 		die "building the selftests of $SELFTEST_SERIES failed"
+	fi
 	cp -a "$TOP/$OURS/backport/." "$OUT/backport/"
 	log "built $built upstream selftests into ${OUT#"$TOP"/}, ours are $SELFTEST_SERIES's"
 	exit 0
