@@ -76,7 +76,12 @@ pkg_version() {
 	local v
 	v=$(dpkg-query -W -f='${Version}' "$1" 2>/dev/null)
 	if [ -z "$v" ]; then
-		v=$(apt-cache policy "$1" 2>/dev/null | awk '/Candidate:/ { print $2 }')
+		# apt-cache takes a name with a dot for a regex too: on Debian
+		# 13, "linux-source-6.1" matches linux-source-6.12.  Only the
+		# package's own block counts.
+		v=$(apt-cache policy "$1" 2>/dev/null | awk -v p="$1:" '
+			/^[^ ]/ { this = ($1 == p) }
+			this && /Candidate:/ { print $2; exit }')
 		[ "$v" = "(none)" ] && v=
 	fi
 	printf '%s' "$v"
@@ -90,6 +95,15 @@ krel_pattern() {
 	case $1 in
 	6.1) echo '^6\.1\.0-[0-9]+-(cloud-)?amd64$' ;;
 	*) echo "^${1//./\\.}\.[0-9]+\+deb[0-9]+-(cloud-)?amd64$" ;;
+	esac
+}
+
+# krel_samples SERIES: release names of SERIES' amd64 kernels as Debian
+# has them, for checking patterns against.
+krel_samples() {
+	case $1 in
+	6.1) echo "$1.0-99-amd64" ;;
+	*) echo "$1.99+deb12-amd64 $1.99+deb13-amd64" ;;
 	esac
 }
 
