@@ -20,8 +20,10 @@ VER=$(project_version)
 # the series we carry patches for.
 re=$(sed -n 's/^BUILD_EXCLUSIVE_KERNEL="\(.*\)"$/\1/p' "$TOP/dkms.conf")
 for s in $(supported_series); do
-	[[ $s.0-99-amd64 =~ $re ]] ||
-		die "dkms.conf's BUILD_EXCLUSIVE_KERNEL does not take series $s; add it"
+	for k in $(krel_samples "$s"); do
+		[[ $k =~ $re ]] ||
+			die "dkms.conf's BUILD_EXCLUSIVE_KERNEL does not take $k (series $s); add it"
+	done
 done
 [[ ! 0.0.0-1-amd64 =~ $re ]] || die "dkms.conf's BUILD_EXCLUSIVE_KERNEL takes any kernel"
 # ...and the package must hear of every series' linux-source arriving.
