@@ -230,11 +230,11 @@ static inline struct kvm_userfault_memory_region uf_region(struct uf_vm *u)
 }
 
 /*
- * A VM whose vCPU runs @code, with the userfault slot of @nr_pages pages
- * (and one more for G_MASKED), all marked, at TEST_GPA.
+ * A VM whose one vCPU, of id @vcpu_id, runs @code, with the userfault slot
+ * of @nr_pages pages (and one more for G_MASKED), all marked, at TEST_GPA.
  */
-static inline void uf_vm_create_code(struct uf_vm *u, uint64_t nr_pages,
-				     void *code)
+static inline void uf_vm_create_id(struct uf_vm *u, uint64_t nr_pages,
+				   void *code, uint32_t vcpu_id)
 {
 	struct kvm_userfault_memory_region uf;
 
@@ -242,7 +242,12 @@ static inline void uf_vm_create_code(struct uf_vm *u, uint64_t nr_pages,
 	u->nr_pages = nr_pages + 1;
 	u->pt_page = ~0ULL;
 	u->pt_flags = PTE_PRESENT_MASK | PTE_WRITABLE_MASK;
-	u->vm = vm_create_with_one_vcpu(&u->vcpu, code);
+	if (vcpu_id) {
+		u->vm = vm_create(1);
+		u->vcpu = vm_vcpu_add(u->vm, vcpu_id, code);
+	} else {
+		u->vm = vm_create_with_one_vcpu(&u->vcpu, code);
+	}
 	vm_init_descriptor_tables(u->vm);
 	vcpu_init_descriptor_tables(u->vcpu);
 	vm_install_exception_handler(u->vm, PF_VECTOR, guest_pf_handler);
@@ -263,13 +268,28 @@ static inline void uf_vm_create_code(struct uf_vm *u, uint64_t nr_pages,
 		    strerror(errno));
 }
 
-/* The VM of guest_code(), with G_* @flags, reading @nr_pages pages. */
+static inline void uf_vm_create_code(struct uf_vm *u, uint64_t nr_pages,
+				     void *code)
+{
+	uf_vm_create_id(u, nr_pages, code, 0);
+}
+
+/*
+ * The VM of guest_code(), with G_* @flags, reading @nr_pages pages, on a
+ * vCPU of id @vcpu_id.
+ */
+static inline void uf_vm_create_vcpu(struct uf_vm *u, uint64_t nr_pages,
+				     uint64_t flags, uint32_t vcpu_id)
+{
+	uf_vm_create_id(u, nr_pages, guest_code, vcpu_id);
+	vcpu_args_set(u->vcpu, 3, addr_gva2gpa(u->vm, (vm_vaddr_t)&apf_data),
+		      nr_pages, flags);
+}
+
 static inline void uf_vm_create(struct uf_vm *u, uint64_t nr_pages,
 				uint64_t flags)
 {
-	uf_vm_create_code(u, nr_pages, guest_code);
-	vcpu_args_set(u->vcpu, 3, addr_gva2gpa(u->vm, (vm_vaddr_t)&apf_data),
-		      nr_pages, flags);
+	uf_vm_create_vcpu(u, nr_pages, flags, 0);
 }
 
 static inline void uf_vm_free(struct uf_vm *u)
