@@ -34,18 +34,22 @@ need_headers
 
 KSRC_TREE=$BUILD/kunit-src
 OBJ=$BUILD/kunit-obj
+# What every series' test kernel has, then the series' own suites.
 KUNITCONFIG=$TOP/tests/kunit
+SUITES=$TOP/patches/$KSERIES/kunitconfig
+[ -f "$SUITES" ] || die "no KUnit suites for series $KSERIES ($SUITES)"
 mkdir -p "$BUILD"
 
 kunit_py() {
 	(cd "$KSRC_TREE" && python3 tools/testing/kunit/kunit.py "$@" \
-		--arch=x86_64 --kunitconfig="$KUNITCONFIG" --build_dir="$OBJ")
+		--arch=x86_64 --kunitconfig="$KUNITCONFIG" \
+		--kunitconfig="$SUITES" --build_dir="$OBJ")
 }
 
 build() {
 	local key
 	"$TOP/scripts/prepare-tree.sh" full "$KSRC_TREE"
-	key=$(cat "$KSRC_TREE.stamp" "$KUNITCONFIG/.kunitconfig" "$0" | sha256sum | cut -d' ' -f1)
+	key=$(cat "$KSRC_TREE.stamp" "$KUNITCONFIG/.kunitconfig" "$SUITES" "$0" | sha256sum | cut -d' ' -f1)
 	if [ -f "$OBJ.stamp" ] && [ "$(cat "$OBJ.stamp")" = "$key" ] &&
 	   [ -f "$OBJ/$TEST_KERNEL" ]; then
 		log "test kernel ${OBJ#"$TOP"/}/$TEST_KERNEL is up to date"
@@ -54,7 +58,8 @@ build() {
 	rm -f "$OBJ.stamp"
 	log "building the KUnit and debug kernel in ${OBJ#"$TOP"/} (log: ${BUILD#"$TOP"/}/kunit-build.log)"
 	if ! nice -n 10 bash -c "$(declare -f kunit_py); KSRC_TREE='$KSRC_TREE' \
-		KUNITCONFIG='$KUNITCONFIG' OBJ='$OBJ' kunit_py build --jobs=$(nproc)" \
+		KUNITCONFIG='$KUNITCONFIG' SUITES='$SUITES' OBJ='$OBJ' \
+		kunit_py build --jobs=$(nproc)" \
 		>"$BUILD/kunit-build.log" 2>&1; then
 		tail -n 40 "$BUILD/kunit-build.log" >&2
 		die "the KUnit kernel did not build (log: $BUILD/kunit-build.log)"

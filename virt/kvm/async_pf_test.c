@@ -31,6 +31,8 @@
 #include <linux/mman.h>
 #include <linux/sched/signal.h>
 
+#include "kvm_backport_compat.h"
+
 /* How long a worker that should not block gets to finish. */
 #define APF_TEST_WAIT_MS	5000
 
@@ -118,9 +120,10 @@ static void apf_test_exit(struct kunit *test)
 	mmdrop(ctx->mm);
 }
 
+/* Exact: the worker faulted the page in on another CPU. */
 static unsigned long apf_test_resident(struct apf_test *ctx)
 {
-	return get_mm_counter(ctx->mm, MM_ANONPAGES);
+	return kvm_backport_mm_counter_sum(ctx->mm, MM_ANONPAGES);
 }
 
 /*

@@ -26,4 +26,11 @@ static inline void kvm_backport_vm_flags_mod(struct vm_area_struct *vma,
 	vma->vm_flags = (vma->vm_flags | set) & ~clear;
 }
 
+/* An mm's RSS counter, exact (6.2 made the plain read approximate). */
+static inline unsigned long kvm_backport_mm_counter_sum(struct mm_struct *mm,
+							int member)
+{
+	return get_mm_counter(mm, member);
+}
+
 #endif /* __KVM_BACKPORT_COMPAT_H */

@@ -23,4 +23,15 @@ static inline void kvm_backport_vm_flags_mod(struct vm_area_struct *vma,
 	vm_flags_mod(vma, set, clear);
 }
 
+/*
+ * An mm's RSS counter, exact: get_mm_counter() reads the per-CPU counter
+ * without the deltas of other CPUs, which may hold a page a worker has
+ * just faulted in.
+ */
+static inline unsigned long kvm_backport_mm_counter_sum(struct mm_struct *mm,
+							int member)
+{
+	return get_mm_counter_sum(mm, member);
+}
+
 #endif /* __KVM_BACKPORT_COMPAT_H */
