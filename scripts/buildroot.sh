@@ -87,7 +87,8 @@ SOURCES
 	# image) and source, and the build tools, as apt has them today.
 	log "Debian 13 root: installing the build's packages and the current 6.12 kernel's headers and source (about a minute the first time)"
 	run "apt-get -q update && apt-get -q -y --no-install-recommends install $PKGS linux-headers-amd64 linux-source-6.12 &&
-		git config --global --add safe.directory '$TOP'" \
+		{ git config --global --get-all safe.directory | grep -qxF '$TOP' ||
+			git config --global --add safe.directory '$TOP'; }" \
 		>"$DIR/apt.log" 2>&1 ||
 		die "installing into the Debian 13 root failed (log: $DIR/apt.log)"
 }
