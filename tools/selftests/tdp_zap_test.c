@@ -14,22 +14,44 @@
  *   confine ITERS  The VMM thread pinned to one CPU creates the VM, its
  *            vCPU threads run anywhere; after ITERS deletions the VM's
  *            debugfs tdp_mmu_zap_cpus must show zap work on that CPU only.
- *   bench MIB Y|N [SMALL]  Memslot-delete latency and guest progress
+ *   follow ITERS  As confine, then the affinity of every thread of the
+ *            process is moved to another CPU (as "taskset -a -p" does):
+ *            the zap work of ITERS more deletions must run on the new CPU
+ *            where the workers are threads of the VMM (6.12's vhost_tasks),
+ *            on the old one where they are kthreads confined at VM
+ *            creation (6.1).
+ *   freeze ITERS  6.12's workers only: with the workers in a cgroup of
+ *            their own (threaded cgroup v2) frozen, ITERS deletions of the
+ *            victim while a resident slot stays mapped must still return
+ *            with the victim's SPTEs gone (the deleting thread zaps what it
+ *            needs itself) and leave the rest queued; after the thaw the
+ *            workers zap it.
+ *   quirk ITERS  KVM_X86_QUIRK_SLOT_ZAP_ALL (6.12): with the quirk
+ *            disabled, a deletion zaps the slot's own SPTEs only and no
+ *            root: no zap work, the resident slot stays mapped; with it
+ *            enabled (default), the workers zap the invalidated roots.
+ *   bench MIB Y|N|Q [SMALL]  Memslot-delete latency and guest progress
  *            during the zap of MIB MiB of 4 KiB SPTEs with
  *            kvm.tdp_mmu_zap_wq=Y or N (N on the stock modules: their
  *            synchronous zap; Y skips).  The deleted slot has the MIB MiB;
  *            with SMALL, it is a slot of SMALL MiB instead, deleted while
  *            another slot keeps MIB MiB mapped, e.g. a VMM dropping a BAR
- *            or a ROM of a running guest.
+ *            or a ROM of a running guest.  Q: KVM_X86_QUIRK_SLOT_ZAP_ALL
+ *            disabled (6.12's targeted zap of the slot's leaf SPTEs; on
+ *            the stock modules too), whatever kvm.tdp_mmu_zap_wq says.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "kvm_util.h"
@@ -39,6 +61,19 @@
 
 #define PARAM_WQ	"/sys/module/kvm/parameters/tdp_mmu_zap_wq"
 #define PARAM_NX	"/sys/module/kvm/parameters/nx_huge_pages"
+
+/* 6.12's uAPI; the selftests are built on 6.1's headers. */
+#ifndef KVM_X86_QUIRK_SLOT_ZAP_ALL
+#define KVM_X86_QUIRK_SLOT_ZAP_ALL	BIT(7)
+#endif
+#define NOT_THREADS_MSG	\
+	"the zap workers are not threads of the VMM here (6.1's kthreads do not freeze with it)"
+#define NO_QUIRK_MSG	"KVM_X86_QUIRK_SLOT_ZAP_ALL is 6.12's, this KVM has no such quirk"
+
+/* The name of 6.12's zap workers, threads of the VMM (vhost_tasks). */
+#define ZAP_WORKER_COMM	"kvm-tdp-zap"
+/* More than a VM's zap workers (at most 4). */
+#define TDP_ZAP_MAX_TIDS	16
 
 #define DATA_SLOT	1
 #define DATA_GPA	0x40000000ULL
@@ -523,6 +558,396 @@ static int test_confine(int iters)
 }
 
 /*
+ * The thread ids of this process's threads named ZAP_WORKER_COMM, i.e.
+ * 6.12's zap workers (6.1's are kthreads, not threads of the process);
+ * returns how many, at most @max.
+ */
+static int zap_worker_tids(pid_t *tids, int max)
+{
+	DIR *dir = opendir("/proc/self/task");
+	char path[300], comm[32];
+	struct dirent *d;
+	int n = 0;
+	FILE *f;
+
+	TEST_ASSERT(dir, "opendir /proc/self/task");
+	while ((d = readdir(dir))) {
+		if (d->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/comm",
+			 d->d_name);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		if (fgets(comm, sizeof(comm), f)) {
+			comm[strcspn(comm, "\n")] = 0;
+			if (!strcmp(comm, ZAP_WORKER_COMM) && n < max)
+				tids[n++] = atoi(d->d_name);
+		}
+		fclose(f);
+	}
+	closedir(dir);
+	return n;
+}
+
+/* Allow every thread of the process on @cpu only, as "taskset -a -p" does. */
+static void pin_all_threads(int cpu)
+{
+	DIR *dir = opendir("/proc/self/task");
+	struct dirent *d;
+	cpu_set_t one;
+
+	CPU_ZERO(&one);
+	CPU_SET(cpu, &one);
+	TEST_ASSERT(dir, "opendir /proc/self/task");
+	while ((d = readdir(dir))) {
+		if (d->d_name[0] == '.')
+			continue;
+		TEST_ASSERT(!sched_setaffinity(atoi(d->d_name), sizeof(one), &one) ||
+			    errno == ESRCH,
+			    "cannot move thread %s to CPU %d", d->d_name, cpu);
+	}
+	closedir(dir);
+}
+
+/* Fill, delete and re-add the victim @iters times. */
+static void delete_victim_rounds(struct test_vm *t, int iters)
+{
+	int it;
+
+	for (it = 0; it < iters; it++) {
+		run_probe(t, PROBE_FILL, VICTIM_GPA, it + 1);
+		set_victim(t, VICTIM_GPA, 0);
+		assert_old_sptes_gone(t, "delete");
+		set_victim(t, VICTIM_GPA, t->victim_pages);
+	}
+}
+
+static int test_follow(int iters)
+{
+	int orig = param_read(PARAM_WQ), from = -1, to = -1, cpu, workers, n;
+	unsigned long before[CPU_SETSIZE], after[CPU_SETSIZE];
+	unsigned long moved = 0, stayed = 0, other = 0;
+	pid_t tids[TDP_ZAP_MAX_TIDS];
+	cpu_set_t mask, one, got;
+	struct test_vm t;
+
+	if (orig < 0) {
+		print_skip("kvm.tdp_mmu_zap_wq not present (stock modules)");
+		return KSFT_SKIP;
+	}
+	TEST_ASSERT(!sched_getaffinity(0, sizeof(mask), &mask), "getaffinity");
+	if (CPU_COUNT(&mask) < 2) {
+		print_skip("needs 2 CPUs to move the VMM from one to another");
+		return KSFT_SKIP;
+	}
+	for (cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+		if (!CPU_ISSET(cpu, &mask))
+			continue;
+		if (from < 0)
+			from = cpu;
+		to = cpu;
+	}
+
+	param_write(PARAM_WQ, "Y");
+	CPU_ZERO(&one);
+	CPU_SET(from, &one);
+	TEST_ASSERT(!sched_setaffinity(0, sizeof(one), &one), "pin to CPU %d", from);
+	test_vm_create(&t, 1, 256);
+	workers = read_zap_cpus(t.vm, before, CPU_SETSIZE);
+	n = zap_worker_tids(tids, TDP_ZAP_MAX_TIDS);
+	TEST_ASSERT(!n || n == workers,
+		    "%d threads named %s in the VMM, but %d zap workers",
+		    n, ZAP_WORKER_COMM, workers);
+	pr_info("VM created on CPU %d: %d zap workers, %s\n", from, workers,
+		n ? "threads of the VMM (vhost_tasks)" : "not threads of the VMM (kthreads)");
+	t.unpin_runners = true;
+	start_runners(&t);
+	delete_victim_rounds(&t, iters);
+
+	/* Move the whole VMM, zap workers included if they are its threads. */
+	pin_all_threads(to);
+	for (cpu = 0; cpu < n; cpu++) {
+		TEST_ASSERT(!sched_getaffinity(tids[cpu], sizeof(got), &got),
+			    "getaffinity of zap worker %d", tids[cpu]);
+		TEST_ASSERT(CPU_ISSET(to, &got) && CPU_COUNT(&got) == 1,
+			    "zap worker %d is not allowed on CPU %d only",
+			    tids[cpu], to);
+	}
+	read_zap_cpus(t.vm, before, CPU_SETSIZE);
+	delete_victim_rounds(&t, iters);
+	read_zap_cpus(t.vm, after, CPU_SETSIZE);
+	stop_runners(&t);
+
+	for (cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+		unsigned long d = after[cpu] - before[cpu];
+
+		if (d)
+			pr_info("after the move: CPU %d: %lu zap work items\n",
+				cpu, d);
+		if (cpu == to)
+			moved += d;
+		else if (cpu == from)
+			stayed += d;
+		else
+			other += d;
+	}
+	TEST_ASSERT(!other, "%lu zap work items ran on CPUs the VMM never had",
+		    other);
+	if (n) {
+		TEST_ASSERT(!stayed && moved >= (unsigned long)iters,
+			    "workers are VMM threads, yet after the VMM moved from CPU %d to %d: %lu items on %d, %lu on %d",
+			    from, to, stayed, from, moved, to);
+		pr_info("followed: %lu zap work items after the move, all on CPU %d (the VMM's new CPU), 0 on CPU %d\n",
+			moved, to, from);
+	} else {
+		TEST_ASSERT(!moved && stayed >= (unsigned long)iters,
+			    "kthread workers confined at VM creation, yet after the VMM moved from CPU %d to %d: %lu items on %d, %lu on %d",
+			    from, to, stayed, from, moved, to);
+		pr_info("stayed: %lu zap work items after the move, all on CPU %d (the VMM's CPU at VM creation), 0 on CPU %d\n",
+			stayed, from, to);
+	}
+	test_vm_free(&t);
+	sched_setaffinity(0, sizeof(mask), &mask);
+	param_write(PARAM_WQ, orig ? "Y" : "N");
+	return 0;
+}
+
+#define CG_ROOT		"/sys/fs/cgroup"
+
+/* Write @val to @dir/@file; returns 0 or an errno. */
+static int cg_write(const char *dir, const char *file, const char *val)
+{
+	char path[256];
+	int fd, r = 0;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, file);
+	fd = open(path, O_WRONLY);
+	if (fd < 0)
+		return errno;
+	if (write(fd, val, strlen(val)) < 0)
+		r = errno;
+	close(fd);
+	return r;
+}
+
+/* The "frozen" value of @dir/cgroup.events, -1 if unreadable. */
+static int cg_frozen(const char *dir)
+{
+	char path[256], line[64];
+	int frozen = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/cgroup.events", dir);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "frozen %d", &frozen) == 1)
+			break;
+	fclose(f);
+	return frozen;
+}
+
+/* Wait up to 10 s for @dir's frozen state to become @want. */
+static bool cg_wait_frozen(const char *dir, int want)
+{
+	double t0 = now_ms();
+
+	while (cg_frozen(dir) != want) {
+		if (now_ms() - t0 > 10000)
+			return false;
+		usleep(1000);
+	}
+	return true;
+}
+
+/* Wait up to 10 s for fewer than @left 4 KiB SPTEs. */
+static bool wait_pages_4k_below(struct test_vm *t, uint64_t left)
+{
+	double t0 = now_ms();
+
+	while (vm_get_stat(t->vm, "pages_4k") >= left) {
+		if (now_ms() - t0 > 10000)
+			return false;
+		usleep(1000);
+	}
+	return true;
+}
+
+#define FREEZE_RESIDENT_PAGES	4096
+
+static int test_freeze(int iters)
+{
+	int orig = param_read(PARAM_WQ), n, i, it, r;
+	uint64_t resident = FREEZE_RESIDENT_PAGES, n0, n1 = 0;
+	char dom[128], wdir[160], buf[32];
+	pid_t tids[TDP_ZAP_MAX_TIDS];
+	struct test_vm t;
+
+	if (orig < 0) {
+		print_skip("kvm.tdp_mmu_zap_wq not present (stock modules)");
+		return KSFT_SKIP;
+	}
+	param_write(PARAM_WQ, "Y");
+	__test_vm_create(&t, 1, 256, resident);
+	n = zap_worker_tids(tids, TDP_ZAP_MAX_TIDS);
+	if (!n) {
+		test_vm_free(&t);
+		param_write(PARAM_WQ, orig ? "Y" : "N");
+		print_skip("%s", NOT_THREADS_MSG);
+		return KSFT_SKIP;
+	}
+	if (access(CG_ROOT "/cgroup.controllers", F_OK) &&
+	    mount("none", CG_ROOT, "cgroup2", 0, NULL)) {
+		test_vm_free(&t);
+		param_write(PARAM_WQ, orig ? "Y" : "N");
+		print_skip("no cgroup v2 at " CG_ROOT " and cannot mount one: %s",
+			   strerror(errno));
+		return KSFT_SKIP;
+	}
+
+	/*
+	 * A threaded cgroup v2 subtree: the process in its root, the zap
+	 * workers alone in a threaded child, so that freezing the child
+	 * freezes the workers and not the thread that deletes memslots.
+	 */
+	snprintf(dom, sizeof(dom), CG_ROOT "/kbp-tdp-zap-%d", getpid());
+	snprintf(wdir, sizeof(wdir), "%s/workers", dom);
+	TEST_ASSERT(!mkdir(dom, 0755) && !mkdir(wdir, 0755),
+		    "mkdir %s: %s", wdir, strerror(errno));
+	snprintf(buf, sizeof(buf), "%d", getpid());
+	r = cg_write(dom, "cgroup.procs", buf);
+	TEST_ASSERT(!r, "move the test into %s: %s", dom, strerror(r));
+	r = cg_write(wdir, "cgroup.type", "threaded");
+	TEST_ASSERT(!r, "make %s threaded: %s", wdir, strerror(r));
+	for (i = 0; i < n; i++) {
+		snprintf(buf, sizeof(buf), "%d", tids[i]);
+		r = cg_write(wdir, "cgroup.threads", buf);
+		TEST_ASSERT(!r, "move zap worker %d into %s: %s", tids[i], wdir,
+			    strerror(r));
+	}
+
+	/*
+	 * No runner vCPUs here or in test_quirk(): the SPTEs a runner faults
+	 * back in after each invalidation would blur the counts of SPTEs
+	 * before and after a deletion.
+	 */
+	r = cg_write(wdir, "cgroup.freeze", "1");
+	TEST_ASSERT(!r, "freeze %s: %s", wdir, strerror(r));
+	TEST_ASSERT(cg_wait_frozen(wdir, 1),
+		    "the %d zap workers did not freeze within 10 s", n);
+
+	for (it = 0; it < iters; it++) {
+		__run_probe(&t, PROBE_FILL, RESIDENT_GPA, 1, resident);
+		run_probe(&t, PROBE_FILL, VICTIM_GPA, it + 1);
+		n0 = vm_get_stat(t.vm, "pages_4k");
+		/* Returns although every zap worker is frozen. */
+		set_victim(&t, VICTIM_GPA, 0);
+		n1 = vm_get_stat(t.vm, "pages_4k");
+		TEST_ASSERT(n1 + t.victim_pages <= n0,
+			    "round %d: %lu 4 KiB SPTEs before the deletion, %lu after: the victim's %lu were not all zapped",
+			    it, n0, n1, t.victim_pages);
+		TEST_ASSERT(n1 >= resident,
+			    "round %d: %lu 4 KiB SPTEs left, fewer than the %lu of the resident slot: who zapped them with the workers frozen?",
+			    it, n1, resident);
+		assert_mmio(&t, VICTIM_GPA, "deleted slot");
+		TEST_ASSERT(cg_frozen(wdir) == 1, "round %d: workers thawed", it);
+		set_victim(&t, VICTIM_GPA, t.victim_pages);
+	}
+	pr_info("frozen workers: %d deletions returned with the victim's SPTEs gone, %lu 4 KiB SPTEs of the old roots left queued\n",
+		iters, n1);
+
+	r = cg_write(wdir, "cgroup.freeze", "0");
+	TEST_ASSERT(!r, "thaw %s: %s", wdir, strerror(r));
+	TEST_ASSERT(cg_wait_frozen(wdir, 0), "the zap workers did not thaw");
+	TEST_ASSERT(wait_pages_4k_below(&t, resident / 2),
+		    "10 s after the thaw, %lu 4 KiB SPTEs are still mapped: the workers did not zap the queued roots",
+		    vm_get_stat(t.vm, "pages_4k"));
+	pr_info("thawed: the workers zapped the queued roots, %lu 4 KiB SPTEs left\n",
+		vm_get_stat(t.vm, "pages_4k"));
+	run_probe(&t, PROBE_CHECK, VICTIM_GPA, iters);
+	test_vm_free(&t);
+	snprintf(buf, sizeof(buf), "%d", getpid());
+	cg_write(CG_ROOT, "cgroup.procs", buf);
+	rmdir(wdir);
+	rmdir(dom);
+	param_write(PARAM_WQ, orig ? "Y" : "N");
+	return 0;
+}
+
+/* Can VMs disable KVM_X86_QUIRK_SLOT_ZAP_ALL (6.12 and later)? */
+static bool have_slot_zap_all_quirk(void)
+{
+	int quirks = kvm_check_cap(KVM_CAP_DISABLE_QUIRKS2);
+
+	return quirks > 0 && (quirks & KVM_X86_QUIRK_SLOT_ZAP_ALL);
+}
+
+static int test_quirk(int iters)
+{
+	int orig = param_read(PARAM_WQ), q, it, cpu;
+	unsigned long before[CPU_SETSIZE], after[CPU_SETSIZE], items;
+	uint64_t resident = FREEZE_RESIDENT_PAGES, n0, n1;
+	struct test_vm t;
+
+	if (!have_slot_zap_all_quirk()) {
+		print_skip("%s", NO_QUIRK_MSG);
+		return KSFT_SKIP;
+	}
+	if (orig >= 0)
+		param_write(PARAM_WQ, "Y");
+
+	for (q = 0; q <= 1; q++) {
+		__test_vm_create(&t, 1, 256, resident);
+		if (q)
+			vm_enable_cap(t.vm, KVM_CAP_DISABLE_QUIRKS2,
+				      KVM_X86_QUIRK_SLOT_ZAP_ALL);
+		read_zap_cpus(t.vm, before, CPU_SETSIZE);
+		for (it = 0; it < iters; it++) {
+			__run_probe(&t, PROBE_FILL, RESIDENT_GPA, 1, resident);
+			run_probe(&t, PROBE_FILL, VICTIM_GPA, it + 1);
+			n0 = vm_get_stat(t.vm, "pages_4k");
+			set_victim(&t, VICTIM_GPA, 0);
+			n1 = vm_get_stat(t.vm, "pages_4k");
+			TEST_ASSERT(n1 + t.victim_pages <= n0,
+				    "quirk %s, round %d: %lu 4 KiB SPTEs before the deletion, %lu after: the victim's %lu were not all zapped",
+				    q ? "off" : "on", it, n0, n1, t.victim_pages);
+			TEST_ASSERT(!q || n1 >= resident,
+				    "quirk off, round %d: %lu 4 KiB SPTEs left, the resident slot's %lu were zapped too",
+				    it, n1, resident);
+			assert_mmio(&t, VICTIM_GPA, "deleted slot");
+			set_victim(&t, VICTIM_GPA, t.victim_pages);
+			run_probe(&t, PROBE_CHECK, VICTIM_GPA, it + 1);
+		}
+		read_zap_cpus(t.vm, after, CPU_SETSIZE);
+		for (items = 0, cpu = 0; cpu < CPU_SETSIZE; cpu++)
+			items += after[cpu] - before[cpu];
+		if (orig >= 0 && q)
+			TEST_ASSERT(!items,
+				    "quirk off: %lu zap work items, yet no root should have been invalidated",
+				    items);
+		if (orig >= 0 && !q)
+			TEST_ASSERT(items >= (unsigned long)iters,
+				    "quirk on: only %lu zap work items for %d deletions",
+				    items, iters);
+		if (!q)
+			TEST_ASSERT(wait_pages_4k_below(&t, resident / 2),
+				    "quirk on: 10 s after the last deletion %lu 4 KiB SPTEs of the invalidated roots are left",
+				    vm_get_stat(t.vm, "pages_4k"));
+		pr_info("quirk %s: %d deletions, %s, %lu zap work items%s\n",
+			q ? "off" : "on", iters,
+			q ? "only the victim's SPTEs zapped, the resident slot stayed mapped" :
+			    "every root invalidated and zapped",
+			items, orig < 0 ? " (stock modules: none counted)" : "");
+		test_vm_free(&t);
+	}
+	if (orig >= 0)
+		param_write(PARAM_WQ, orig ? "Y" : "N");
+	return 0;
+}
+
+/*
  * Populate @pages pages at @gpa (the victim or the resident slot), saying
  * how far it got every 10 s.
  */
@@ -579,9 +1004,12 @@ static double bench_zap_done(struct test_vm *t, double t0, uint64_t left)
  * returned).  The runner vCPU keeps running throughout, unpinned
  * like the VMM.
  */
+/* bench Q: the VM disables KVM_X86_QUIRK_SLOT_ZAP_ALL. */
+static bool bench_noquirk;
+
 static void bench_one(const char *label, uint64_t mib, uint64_t small)
 {
-	uint64_t big = mib << 20 >> PAGE_SHIFT, p0, p1, b0, b1;
+	uint64_t big = mib << 20 >> PAGE_SHIFT, p0, p1, b0, b1, left;
 	uint64_t pages = small ? small << 20 >> PAGE_SHIFT : big;
 	double t0, del, del_sum = 0, del_min = 1e12, del_max = 0;
 	double during = 0, before = 0, done, done_sum = 0, window = 0;
@@ -593,6 +1021,9 @@ static void bench_one(const char *label, uint64_t mib, uint64_t small)
 	int cpu, r, workers;
 
 	__test_vm_create(&t, 1, pages, small ? big : 0);
+	if (bench_noquirk)
+		vm_enable_cap(t.vm, KVM_CAP_DISABLE_QUIRKS2,
+			      KVM_X86_QUIRK_SLOT_ZAP_ALL);
 	start_runners(&t);
 	while (!read_progress(&t, 0))
 		usleep(1000);
@@ -610,6 +1041,12 @@ static void bench_one(const char *label, uint64_t mib, uint64_t small)
 		b1 = read_progress(&t, 0);
 		before += (b1 - b0) / (now_ms() - t0);
 
+		/*
+		 * Without the quirk only the deleted slot's SPTEs go: wait for
+		 * those, the rest stays mapped.
+		 */
+		left = bench_noquirk ? vm_get_stat(t.vm, "pages_4k") - pages +
+				       pages / 64 + 1 : big / 64;
 		p0 = read_progress(&t, 0);
 		t0 = now_ms();
 		set_victim(&t, VICTIM_GPA, 0);
@@ -618,7 +1055,7 @@ static void bench_one(const char *label, uint64_t mib, uint64_t small)
 		/* The victim's own SPTEs are gone when the deletion returns. */
 		if (!small)
 			assert_old_sptes_gone(&t, "delete");
-		done = bench_zap_done(&t, t0, big / 64);
+		done = bench_zap_done(&t, t0, left);
 		TEST_ASSERT(done >= 0, "%s round %d: old SPTEs still there after 60 s",
 			    label, r);
 		TEST_ASSERT(done < BENCH_WINDOW_MS,
@@ -669,7 +1106,17 @@ static int test_bench(uint64_t mib, const char *setting, uint64_t small)
 	int orig = param_read(PARAM_WQ);
 	bool on = !strcmp(setting, "Y");
 
-	TEST_ASSERT(on || !strcmp(setting, "N"), "setting is Y or N");
+	TEST_ASSERT(on || !strcmp(setting, "N") || !strcmp(setting, "Q"),
+		    "setting is Y, N or Q");
+	if (!strcmp(setting, "Q")) {
+		if (!have_slot_zap_all_quirk()) {
+			print_skip("%s", NO_QUIRK_MSG);
+			return KSFT_SKIP;
+		}
+		bench_noquirk = true;
+		bench_one(orig < 0 ? "stock-noquirk" : "noquirk", mib, small);
+		return 0;
+	}
 	if (orig < 0) {
 		if (on) {
 			print_skip("kvm.tdp_mmu_zap_wq not present (stock modules)");
@@ -690,11 +1137,17 @@ int main(int argc, char *argv[])
 		return test_stress(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]));
 	if (argc == 3 && !strcmp(argv[1], "confine"))
 		return test_confine(atoi(argv[2]));
+	if (argc == 3 && !strcmp(argv[1], "follow"))
+		return test_follow(atoi(argv[2]));
+	if (argc == 3 && !strcmp(argv[1], "freeze"))
+		return test_freeze(atoi(argv[2]));
+	if (argc == 3 && !strcmp(argv[1], "quirk"))
+		return test_quirk(atoi(argv[2]));
 	if ((argc == 4 || argc == 5) && !strcmp(argv[1], "bench"))
 		return test_bench(strtoull(argv[2], NULL, 0), argv[3],
 				  argc == 5 ? strtoull(argv[4], NULL, 0) : 0);
 
 	fprintf(stderr, "usage: %s stress RUNNERS VMS ITERS | confine ITERS | %s\n",
-		argv[0], "bench MIB Y|N [SMALL]");
+		argv[0], "follow ITERS | freeze ITERS | quirk ITERS | bench MIB Y|N|Q [SMALL]");
 	return 2;
 }
