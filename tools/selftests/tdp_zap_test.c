@@ -777,10 +777,33 @@ static bool wait_pages_4k_below(struct test_vm *t, uint64_t left)
 
 #define FREEZE_RESIDENT_PAGES	4096
 
+/*
+ * Populate the resident slot and the victim, delete the victim and check
+ * that all of its 4 KiB SPTEs went with the deletion; returns how many
+ * 4 KiB SPTEs are left (the resident slot's, unless something zapped
+ * them too).  @what names the case in a failure.
+ */
+static uint64_t delete_victim_counted(struct test_vm *t, int round,
+				      const char *what)
+{
+	uint64_t n0, n1;
+
+	__run_probe(t, PROBE_FILL, RESIDENT_GPA, 1, t->resident_pages);
+	run_probe(t, PROBE_FILL, VICTIM_GPA, round + 1);
+	n0 = vm_get_stat(t->vm, "pages_4k");
+	set_victim(t, VICTIM_GPA, 0);
+	n1 = vm_get_stat(t->vm, "pages_4k");
+	TEST_ASSERT(n1 + t->victim_pages <= n0,
+		    "%s, round %d: %lu 4 KiB SPTEs before the deletion, %lu after: the victim's %lu were not all zapped",
+		    what, round, n0, n1, t->victim_pages);
+	assert_mmio(t, VICTIM_GPA, "deleted slot");
+	return n1;
+}
+
 static int test_freeze(int iters)
 {
 	int orig = param_read(PARAM_WQ), n, i, it, r;
-	uint64_t resident = FREEZE_RESIDENT_PAGES, n0, n1 = 0;
+	uint64_t resident = FREEZE_RESIDENT_PAGES, n1 = 0;
 	char dom[128], wdir[160], buf[32];
 	pid_t tids[TDP_ZAP_MAX_TIDS];
 	struct test_vm t;
@@ -839,19 +862,11 @@ static int test_freeze(int iters)
 		    "the %d zap workers did not freeze within 10 s", n);
 
 	for (it = 0; it < iters; it++) {
-		__run_probe(&t, PROBE_FILL, RESIDENT_GPA, 1, resident);
-		run_probe(&t, PROBE_FILL, VICTIM_GPA, it + 1);
-		n0 = vm_get_stat(t.vm, "pages_4k");
 		/* Returns although every zap worker is frozen. */
-		set_victim(&t, VICTIM_GPA, 0);
-		n1 = vm_get_stat(t.vm, "pages_4k");
-		TEST_ASSERT(n1 + t.victim_pages <= n0,
-			    "round %d: %lu 4 KiB SPTEs before the deletion, %lu after: the victim's %lu were not all zapped",
-			    it, n0, n1, t.victim_pages);
+		n1 = delete_victim_counted(&t, it, "frozen workers");
 		TEST_ASSERT(n1 >= resident,
 			    "round %d: %lu 4 KiB SPTEs left, fewer than the %lu of the resident slot: who zapped them with the workers frozen?",
 			    it, n1, resident);
-		assert_mmio(&t, VICTIM_GPA, "deleted slot");
 		TEST_ASSERT(cg_frozen(wdir) == 1, "round %d: workers thawed", it);
 		set_victim(&t, VICTIM_GPA, t.victim_pages);
 	}
@@ -888,7 +903,7 @@ static int test_quirk(int iters)
 {
 	int orig = param_read(PARAM_WQ), q, it, cpu;
 	unsigned long before[CPU_SETSIZE], after[CPU_SETSIZE], items;
-	uint64_t resident = FREEZE_RESIDENT_PAGES, n0, n1;
+	uint64_t resident = FREEZE_RESIDENT_PAGES, n1;
 	struct test_vm t;
 
 	if (!have_slot_zap_all_quirk()) {
@@ -905,18 +920,11 @@ static int test_quirk(int iters)
 				      KVM_X86_QUIRK_SLOT_ZAP_ALL);
 		read_zap_cpus(t.vm, before, CPU_SETSIZE);
 		for (it = 0; it < iters; it++) {
-			__run_probe(&t, PROBE_FILL, RESIDENT_GPA, 1, resident);
-			run_probe(&t, PROBE_FILL, VICTIM_GPA, it + 1);
-			n0 = vm_get_stat(t.vm, "pages_4k");
-			set_victim(&t, VICTIM_GPA, 0);
-			n1 = vm_get_stat(t.vm, "pages_4k");
-			TEST_ASSERT(n1 + t.victim_pages <= n0,
-				    "quirk %s, round %d: %lu 4 KiB SPTEs before the deletion, %lu after: the victim's %lu were not all zapped",
-				    q ? "off" : "on", it, n0, n1, t.victim_pages);
+			n1 = delete_victim_counted(&t, it,
+						   q ? "quirk off" : "quirk on");
 			TEST_ASSERT(!q || n1 >= resident,
 				    "quirk off, round %d: %lu 4 KiB SPTEs left, the resident slot's %lu were zapped too",
 				    it, n1, resident);
-			assert_mmio(&t, VICTIM_GPA, "deleted slot");
 			set_victim(&t, VICTIM_GPA, t.victim_pages);
 			run_probe(&t, PROBE_CHECK, VICTIM_GPA, it + 1);
 		}
