@@ -491,9 +491,22 @@ static int read_zap_cpus(struct kvm_vm *vm, unsigned long *zaps, int max)
 	return workers;
 }
 
+/* Fill, delete and re-add the victim @iters times. */
+static void delete_victim_rounds(struct test_vm *t, int iters)
+{
+	int it;
+
+	for (it = 0; it < iters; it++) {
+		run_probe(t, PROBE_FILL, VICTIM_GPA, it + 1);
+		set_victim(t, VICTIM_GPA, 0);
+		assert_old_sptes_gone(t, "delete");
+		set_victim(t, VICTIM_GPA, t->victim_pages);
+	}
+}
+
 static int test_confine(int iters)
 {
-	int orig = param_read(PARAM_WQ), pin = -1, cpu, it, workers;
+	int orig = param_read(PARAM_WQ), pin = -1, cpu, workers;
 	unsigned long zaps[CPU_SETSIZE], total = 0;
 	cpu_set_t mask, one;
 	struct test_vm t;
@@ -527,12 +540,7 @@ static int test_confine(int iters)
 	test_vm_create(&t, 1, 256);
 	t.unpin_runners = true;
 	start_runners(&t);
-	for (it = 0; it < iters; it++) {
-		run_probe(&t, PROBE_FILL, VICTIM_GPA, it + 1);
-		set_victim(&t, VICTIM_GPA, 0);
-		assert_old_sptes_gone(&t, "delete");
-		set_victim(&t, VICTIM_GPA, t.victim_pages);
-	}
+	delete_victim_rounds(&t, iters);
 	stop_runners(&t);
 
 	workers = read_zap_cpus(t.vm, zaps, CPU_SETSIZE);
@@ -608,19 +616,6 @@ static void pin_all_threads(int cpu)
 			    "cannot move thread %s to CPU %d", d->d_name, cpu);
 	}
 	closedir(dir);
-}
-
-/* Fill, delete and re-add the victim @iters times. */
-static void delete_victim_rounds(struct test_vm *t, int iters)
-{
-	int it;
-
-	for (it = 0; it < iters; it++) {
-		run_probe(t, PROBE_FILL, VICTIM_GPA, it + 1);
-		set_victim(t, VICTIM_GPA, 0);
-		assert_old_sptes_gone(t, "delete");
-		set_victim(t, VICTIM_GPA, t->victim_pages);
-	}
 }
 
 static int test_follow(int iters)
@@ -713,6 +708,22 @@ static int test_follow(int iters)
 	return 0;
 }
 
+/*
+ * Milliseconds from @t0 until fewer than @left 4 KiB SPTEs are left, e.g.
+ * until the zap that the workers may go on with after a deletion returned
+ * is done too; polled every millisecond, -1 after @limit_ms.
+ */
+static double wait_pages_4k_below(struct test_vm *t, double t0, uint64_t left,
+				  double limit_ms)
+{
+	while (vm_get_stat(t->vm, "pages_4k") >= left) {
+		if (now_ms() - t0 > limit_ms)
+			return -1;
+		usleep(1000);
+	}
+	return now_ms() - t0;
+}
+
 #define CG_ROOT		"/sys/fs/cgroup"
 
 /* Write @val to @dir/@file; returns 0 or an errno. */
@@ -755,19 +766,6 @@ static bool cg_wait_frozen(const char *dir, int want)
 	double t0 = now_ms();
 
 	while (cg_frozen(dir) != want) {
-		if (now_ms() - t0 > 10000)
-			return false;
-		usleep(1000);
-	}
-	return true;
-}
-
-/* Wait up to 10 s for fewer than @left 4 KiB SPTEs. */
-static bool wait_pages_4k_below(struct test_vm *t, uint64_t left)
-{
-	double t0 = now_ms();
-
-	while (vm_get_stat(t->vm, "pages_4k") >= left) {
 		if (now_ms() - t0 > 10000)
 			return false;
 		usleep(1000);
@@ -876,7 +874,7 @@ static int test_freeze(int iters)
 	r = cg_write(wdir, "cgroup.freeze", "0");
 	TEST_ASSERT(!r, "thaw %s: %s", wdir, strerror(r));
 	TEST_ASSERT(cg_wait_frozen(wdir, 0), "the zap workers did not thaw");
-	TEST_ASSERT(wait_pages_4k_below(&t, resident / 2),
+	TEST_ASSERT(wait_pages_4k_below(&t, now_ms(), resident / 2, 10000) >= 0,
 		    "10 s after the thaw, %lu 4 KiB SPTEs are still mapped: the workers did not zap the queued roots",
 		    vm_get_stat(t.vm, "pages_4k"));
 	pr_info("thawed: the workers zapped the queued roots, %lu 4 KiB SPTEs left\n",
@@ -940,7 +938,8 @@ static int test_quirk(int iters)
 				    "quirk on: only %lu zap work items for %d deletions",
 				    items, iters);
 		if (!q)
-			TEST_ASSERT(wait_pages_4k_below(&t, resident / 2),
+			TEST_ASSERT(wait_pages_4k_below(&t, now_ms(), resident / 2,
+							10000) >= 0,
 				    "quirk on: 10 s after the last deletion %lu 4 KiB SPTEs of the invalidated roots are left",
 				    vm_get_stat(t.vm, "pages_4k"));
 		pr_info("quirk %s: %d deletions, %s, %lu zap work items%s\n",
@@ -977,21 +976,6 @@ static void bench_populate(struct test_vm *t, const char *label, int round,
 	}
 	pr_info("%s round %d: %lu 4 KiB SPTEs after populating in %.0f ms\n",
 		label, round, vm_get_stat(t->vm, "pages_4k"), now_ms() - t0);
-}
-
-/*
- * Milliseconds from @t0 until fewer than @left 4 KiB SPTEs are left, i.e.
- * until the zap that the workers may go on with after the deletion
- * returned is done too; polled every millisecond, given up after 60 s.
- */
-static double bench_zap_done(struct test_vm *t, double t0, uint64_t left)
-{
-	while (vm_get_stat(t->vm, "pages_4k") >= left) {
-		if (now_ms() - t0 > 60000)
-			return -1;
-		usleep(1000);
-	}
-	return now_ms() - t0;
 }
 
 /*
@@ -1063,7 +1047,7 @@ static void bench_one(const char *label, uint64_t mib, uint64_t small)
 		/* The victim's own SPTEs are gone when the deletion returns. */
 		if (!small)
 			assert_old_sptes_gone(&t, "delete");
-		done = bench_zap_done(&t, t0, left);
+		done = wait_pages_4k_below(&t, t0, left, 60000);
 		TEST_ASSERT(done >= 0, "%s round %d: old SPTEs still there after 60 s",
 			    label, r);
 		TEST_ASSERT(done < BENCH_WINDOW_MS,
