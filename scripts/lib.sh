@@ -98,12 +98,13 @@ krel_pattern() {
 	esac
 }
 
-# krel_samples SERIES: release names of SERIES' amd64 kernels as Debian
-# has them, for checking patterns against.
+# krel_samples SERIES: release names of SERIES' kernels as Debian has
+# them, in the flavours we build for, for checking patterns against.
 krel_samples() {
 	case $1 in
-	6.1) echo "$1.0-99-amd64" ;;
-	*) echo "$1.99+deb12-amd64 $1.99+deb13-amd64" ;;
+	6.1) echo "$1.0-99-amd64 $1.0-99-cloud-amd64" ;;
+	*) echo "$1.99+deb12-amd64 $1.99+deb13-amd64 $1.99+deb12-cloud-amd64" \
+		"$1.99+deb13-cloud-amd64" ;;
 	esac
 }
 

@@ -12,8 +12,10 @@ export PATH=/bin
 /bin/busybox --install -s /bin
 mount -t proc proc /proc
 mount -t devtmpfs dev /dev
+# Those built into the kernel (6.12: virtio_pci) are not loaded.
 for m in virtio_pci 9pnet_virtio 9p; do
-	modprobe "$m"
+	grep -q "/$m\.ko" "/lib/modules/$(uname -r)/modules.builtin" ||
+		modprobe "$m"
 done
 mkdir -p /newroot
 if ! mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 kbproot /newroot; then

@@ -17,10 +17,10 @@
 #   rootfs.sh release         unmount whatever is mounted under build/
 #
 # apt's cache in the base also holds, downloaded, not installed, the
-# headers of the newest older kernel ABI of the series in the archive and
+# headers of the newest older kernel of the series in the archive and
 # the linux-source it was built from, and the headers of the target's
-# cloud flavour (a kernel we do not support): the package test installs
-# them as kernel updates would arrive.  base/.kbp-second says "<release>
+# cloud flavour (which we build for) and rt flavour (which we do not):
+# the package test installs them as kernel updates would arrive.  base/.kbp-second says "<release>
 # <version>" of the older kernel (empty: none).
 set -euo pipefail
 # shellcheck source=SCRIPTDIR/lib.sh
@@ -74,22 +74,42 @@ apt_in() {
 	in_root "$root" "apt-get -q -y --no-install-recommends -o Dpkg::Use-Pty=0 $*"
 }
 
-# second_kernel: the newest older ABI of the target's series that the
-# archive has headers for, and its Debian version.
+# second_kernel: the newest older kernel of the target's series and
+# Debian release that the archive has headers for, and its Debian
+# version: an older ABI of 6.1 (6.1.0-<abi>-amd64), an older upstream
+# release of 6.12 (6.12.<sub>+deb<N>-amd64).
 second_kernel() {
-	local abi=${KREL#"$KSERIES".0-} best=
-	abi=${abi%-amd64}
-	best=$(apt-cache search --names-only "^linux-headers-${KSERIES//./\\.}\.0-[0-9]+-amd64$" |
-		sed -n "s/^linux-headers-${KSERIES//./\\.}\.0-\([0-9]*\)-amd64 .*/\1/p" |
-		awk -v abi="$abi" '$1 < abi' | sort -n | tail -n 1)
+	local cur ere bre fmt best deb rel
+	case $KSERIES in
+	6.1)
+		cur=${KREL#6.1.0-}
+		cur=${cur%-amd64}
+		ere='6\.1\.0-[0-9]+-amd64'
+		bre='6\.1\.0-\([0-9]*\)-amd64'
+		fmt='6.1.0-%s-amd64'
+		;;
+	*)
+		deb=${KREL#*+}
+		deb=${deb%-amd64}
+		cur=${KREL#"$KSERIES".}
+		cur=${cur%%+*}
+		ere="${KSERIES//./\\.}\\.[0-9]+\\+$deb-amd64"
+		bre="${KSERIES//./\\.}\\.\\([0-9]*\\)+$deb-amd64"
+		fmt="$KSERIES.%s+$deb-amd64"
+		;;
+	esac
+	best=$(apt-cache search --names-only "^linux-headers-$ere\$" |
+		sed -n "s/^linux-headers-$bre .*/\1/p" |
+		awk -v cur="$cur" '$1 < cur' | sort -n | tail -n 1)
 	[ -n "$best" ] || return 0
-	printf '%s.0-%s-amd64 %s' "$KSERIES" "$best" \
-		"$(apt-cache policy "linux-headers-$KSERIES.0-$best-amd64" |
-			awk '/Candidate:/ { print $2 }')"
+	# shellcheck disable=SC2059 # the format is one of the two above
+	rel=$(printf "$fmt" "$best")
+	printf '%s %s' "$rel" "$(apt-cache policy "linux-headers-$rel" |
+		awk '/Candidate:/ { print $2 }')"
 }
 
 base() {
-	local dir=$BUILD/rootfs base key ver second rel2 ver2 t
+	local dir=$BUILD/rootfs base key ver second rel2 ver2 t img
 	base=$dir/base
 	ver=$(pkg_version "$HDR_PKG")
 	[ -n "$ver" ] || die "no version of $HDR_PKG in apt's lists; run apt-get update"
@@ -118,14 +138,27 @@ SOURCES
 	printf 'Acquire::Check-Valid-Until "false";\n' \
 		>"$base.new/etc/apt/apt.conf.d/99kvm-backport"
 	echo kbp-rootfs >"$base.new/etc/hostname"
+	# The package test boots the rootfs' kernel with an initramfs of its
+	# own (scripts/rootfs-init.sh): the initramfs that each kernel's
+	# installation would make here, of every module, takes most of a
+	# minute per kernel and is never used.  Everything else about the
+	# installation is Debian's.
+	in_root "$base.new" "dpkg-divert --local --rename --add /usr/sbin/update-initramfs &&
+		ln -s /bin/true /usr/sbin/update-initramfs" >"$dir/apt.log" 2>&1 ||
+		die "cannot divert update-initramfs in the rootfs (log: $dir/apt.log)"
 	log "installing into the rootfs: linux-image-$KREL, $HDR_PKG, linux-source-$KSERIES ($ver), dkms (about 2 minutes)"
+	# The signed image where the archive has it, as a host would install.
+	img=linux-image-$KREL
 	{
 		apt_in "$base.new" update &&
-		apt_in "$base.new" install "linux-image-$KREL=$ver" "$HDR_PKG=$ver" \
+		{ in_root "$base.new" "apt-cache show $img=$ver" >/dev/null ||
+			img=$img-unsigned; } &&
+		apt_in "$base.new" install "$img=$ver" "$HDR_PKG=$ver" \
 			"linux-source-$KSERIES=$ver" dkms openssl kmod &&
 		apt_in "$base.new" install --download-only \
-			"linux-headers-${KREL%-amd64}-cloud-amd64=$ver"
-	} >"$dir/apt.log" 2>&1 || die "installing into the rootfs failed (log: $dir/apt.log)"
+			"linux-headers-${KREL%-amd64}-cloud-amd64=$ver" \
+			"linux-headers-${KREL%-amd64}-rt-amd64=$ver"
+	} >>"$dir/apt.log" 2>&1 || die "installing into the rootfs failed (log: $dir/apt.log)"
 	if [ -n "$second" ]; then
 		read -r rel2 ver2 <<<"$second"
 		log "second kernel of the series: headers of $rel2 ($ver2) and its linux-source in apt's cache"
