@@ -26,7 +26,7 @@ for s in $(supported_series); do
 	done
 done
 [[ ! 0.0.0-1-amd64 =~ $re ]] || die "dkms.conf's BUILD_EXCLUSIVE_KERNEL takes any kernel"
-[[ ! 6.1.0-99-rt-amd64 =~ $re ]] ||
+[[ ! 6.1.0-99-rt-amd64 =~ $re && ! 6.12.99+deb12-rt-amd64 =~ $re ]] ||
 	die "dkms.conf's BUILD_EXCLUSIVE_KERNEL takes the -rt flavour, which we do not build for"
 # ...and the package must hear of every series' linux-source arriving.
 for s in $(supported_series); do

@@ -267,12 +267,21 @@ static void tdp_zap_test_invalidate_range(struct tdp_zap_test *ctx,
 	mutex_unlock(&ctx->kvm->slots_lock);
 }
 
+/*
+ * The wait returns once the roots it needs are off the pool's list, which
+ * a worker that finished a root may still hold its own reference on: the
+ * worker puts it before it drops mmu_lock, held for read, so taking the
+ * lock for write waits for that put, and the root counts the test checks
+ * afterwards are settled.
+ */
 static void tdp_zap_test_wait_range(struct tdp_zap_test *ctx, gfn_t start,
 				    gfn_t end)
 {
 	mutex_lock(&ctx->kvm->slots_lock);
 	kvm_tdp_mmu_zap_invalidated_roots(ctx->kvm, start, end);
 	mutex_unlock(&ctx->kvm->slots_lock);
+	write_lock(&ctx->kvm->mmu_lock);
+	write_unlock(&ctx->kvm->mmu_lock);
 }
 
 static void tdp_zap_test_invalidate(struct tdp_zap_test *ctx)
@@ -444,6 +453,7 @@ static void tdp_zap_test_queue_once(struct kunit *test)
 	KUNIT_EXPECT_EQ_MSG(test, a_twice, 1,
 			    "an invalid root was handed over again");
 	KUNIT_EXPECT_TRUE(test, b_valid);
+	KUNIT_EXPECT_GE(test, a_third, 0);
 	KUNIT_EXPECT_LE_MSG(test, a_third, 1,
 			    "an invalid root was handed over again");
 	KUNIT_EXPECT_EQ(test, b_once, 1);
@@ -482,7 +492,8 @@ static void tdp_zap_test_queue_once(struct kunit *test)
 /*
  * Flush semantics: when kvm_tdp_mmu_zap_invalidated_roots() returns, the
  * invalidated root has no SPTE left, it is off the pool's list and the
- * pool's reference was put exactly once.  The vCPU still holds its own:
+ * pool's reference was put exactly once (and, once the workers are out of
+ * mmu_lock, so were their own: tdp_zap_test_wait_range()).  The vCPU still holds its own:
  * the root survives with a count of exactly one and stays reachable in
  * tdp_mmu_roots (by mmu_notifiers) until the vCPU puts it.
  */
@@ -517,9 +528,10 @@ static void tdp_zap_test_flush_vcpu_ref(struct kunit *test)
 
 /*
  * The same with only the TDP MMU's reference left when the root is
- * invalidated (the vCPU unloaded it): the worker's final pass puts the
- * last reference, so the root is gone from tdp_mmu_roots once the flush
- * returns, with every SPTE zapped first.
+ * invalidated (the vCPU unloaded it): the final pass puts it, and the last
+ * reference is that of the task that ran the final pass, so the root is
+ * gone from tdp_mmu_roots once the flush has returned and that task has
+ * left mmu_lock, with every SPTE zapped first.
  */
 static void tdp_zap_test_flush_last_ref(struct kunit *test)
 {
@@ -1016,6 +1028,9 @@ static void tdp_zap_test_urgent_older(struct kunit *test)
 	write_unlock(&ctx->kvm->mmu_lock);
 	kvm_tdp_mmu_zap_invalidated_roots(ctx->kvm, b, b + 4);
 	mutex_unlock(&ctx->kvm->slots_lock);
+	/* The workers' own references, as in tdp_zap_test_wait_range(). */
+	write_lock(&ctx->kvm->mmu_lock);
+	write_unlock(&ctx->kvm->mmu_lock);
 
 	KUNIT_EXPECT_EQ(test, tdp_zap_test_nr_queued(pool, r1), 0);
 	KUNIT_ASSERT_EQ(test, tdp_zap_test_root_count(ctx->kvm, r1), 1);
