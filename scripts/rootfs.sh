@@ -20,8 +20,9 @@
 # headers of the newest older kernel of the series in the archive and
 # the linux-source it was built from, and the headers of the target's
 # cloud flavour (which we build for) and rt flavour (which we do not):
-# the package test installs them as kernel updates would arrive.  base/.kbp-second says "<release>
-# <version>" of the older kernel (empty: none).
+# the package test installs them as kernel updates would arrive.
+# base/.kbp-second says "<release> <version>" of the older kernel
+# (empty: none).
 set -euo pipefail
 # shellcheck source=SCRIPTDIR/lib.sh
 . "$(dirname "$0")/lib.sh"
