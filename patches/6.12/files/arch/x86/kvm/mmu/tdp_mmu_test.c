@@ -33,9 +33,9 @@
  * Locking as in the real callers: roots are invalidated with mmu_lock held
  * for write, created (by kvm_tdp_mmu_alloc_root()) and given SPTEs with it
  * held for read (as a vCPU fault does), the flush runs with slots_lock
- * held and mmu_lock not held.  A root is dereferenced only while it is listed in tdp_mmu_roots,
- * looked up under RCU, so a root put once too often fails the test
- * instead of being read after it was freed.
+ * held and mmu_lock not held.  A root is dereferenced only while it is
+ * listed in tdp_mmu_roots, looked up under RCU, so a root put once too
+ * often fails the test instead of being read after it was freed.
  */
 #include <kunit/test.h>
 #include <linux/completion.h>
