@@ -30,6 +30,15 @@
  *            disabled, a deletion zaps the slot's own SPTEs only and no
  *            root: no zap work, the resident slot stays mapped; with it
  *            enabled (default), the workers zap the invalidated roots.
+ *   inversion MIB  For kvm.tdp_mmu_zap_wq=N, then Y: the VMM thread at
+ *            SCHED_IDLE on one CPU creates a VM with MIB MiB of
+ *            dirty-logged 4 KiB SPTEs, then a SCHED_FIFO task keeps that
+ *            CPU (RT throttling off) while, from another CPU, kvm.nx_huge_pages
+ *            is toggled (every VM zapped with kvm_lock held) and another
+ *            process creates VMs (KVM_CREATE_VM takes kvm_lock).  The
+ *            toggle and the slowest KVM_CREATE_VM with the workers must
+ *            be within 2x + 500 ms of the distro's zap (=N): nobody waits
+ *            for workers that cannot run.
  *   bench MIB Y|N|Q [SMALL]  Memslot-delete latency and guest progress
  *            during the zap of MIB MiB of 4 KiB SPTEs with
  *            kvm.tdp_mmu_zap_wq=Y or N (N on the stock modules: their
@@ -49,9 +58,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "kvm_util.h"
@@ -463,29 +474,37 @@ static int test_stress(int nr_runners, int vms, int iters)
 }
 
 /*
- * Read the VM's tdp_mmu_zap_cpus: returns the number of workers (0 if the
- * VM has none, -1 without the file, e.g. on the stock modules), zaps[]
- * per CPU.
+ * Read the VM's tdp_mmu_zap_cpus ("cpu<N> <chunks> <final passes>
+ * <waited>"): returns the number of workers (0 if the VM has none, -1
+ * without the file, e.g. on the stock modules), zaps[] per CPU: all zap
+ * work items, the workers' and those of the tasks that needed a zap done;
+ * waited[], if given, the latter alone.
  */
-static int read_zap_cpus(struct kvm_vm *vm, unsigned long *zaps, int max)
+static int read_zap_cpus(struct kvm_vm *vm, unsigned long *zaps,
+			 unsigned long *waited, int max)
 {
 	char path[128], line[128];
+	unsigned long chunks, finals, w;
 	int workers = 0, cpu;
-	unsigned long n;
 	FILE *f;
 
 	snprintf(path, sizeof(path), "/sys/kernel/debug/kvm/%d-%d/tdp_mmu_zap_cpus",
 		 getpid(), vm->fd);
 	memset(zaps, 0, max * sizeof(*zaps));
+	if (waited)
+		memset(waited, 0, max * sizeof(*waited));
 	f = fopen(path, "r");
 	if (!f)
 		return -1;
 	while (fgets(line, sizeof(line), f)) {
 		if (sscanf(line, "workers %d", &workers) == 1)
 			continue;
-		TEST_ASSERT(sscanf(line, "cpu%d %lu", &cpu, &n) == 2 &&
+		TEST_ASSERT(sscanf(line, "cpu%d %lu %lu %lu", &cpu, &chunks,
+				   &finals, &w) == 4 &&
 			    cpu >= 0 && cpu < max, "bad line '%s'", line);
-		zaps[cpu] = n;
+		zaps[cpu] = chunks + finals + w;
+		if (waited)
+			waited[cpu] = w;
 	}
 	fclose(f);
 	return workers;
@@ -527,7 +546,7 @@ static int test_confine(int iters)
 	/* With the parameter off the VM has no workers. */
 	param_write(PARAM_WQ, "N");
 	test_vm_create(&t, 1, 64);
-	workers = read_zap_cpus(t.vm, zaps, CPU_SETSIZE);
+	workers = read_zap_cpus(t.vm, zaps, NULL, CPU_SETSIZE);
 	TEST_ASSERT(workers == 0,
 		    "tdp_mmu_zap_wq=N: %d zap workers (-1: no tdp_mmu_zap_cpus)",
 		    workers);
@@ -543,7 +562,7 @@ static int test_confine(int iters)
 	delete_victim_rounds(&t, iters);
 	stop_runners(&t);
 
-	workers = read_zap_cpus(t.vm, zaps, CPU_SETSIZE);
+	workers = read_zap_cpus(t.vm, zaps, NULL, CPU_SETSIZE);
 	TEST_ASSERT(workers == 1, "%d zap workers for a VMM pinned to one CPU",
 		    workers);
 	for (cpu = 0; cpu < CPU_SETSIZE; cpu++) {
@@ -622,7 +641,8 @@ static int test_follow(int iters)
 {
 	int orig = param_read(PARAM_WQ), from = -1, to = -1, cpu, workers, n;
 	unsigned long before[CPU_SETSIZE], after[CPU_SETSIZE];
-	unsigned long moved = 0, stayed = 0, other = 0;
+	unsigned long wbefore[CPU_SETSIZE], wafter[CPU_SETSIZE];
+	unsigned long moved = 0, stayed = 0, other = 0, waited = 0;
 	pid_t tids[TDP_ZAP_MAX_TIDS];
 	cpu_set_t mask, one, got;
 	struct test_vm t;
@@ -649,7 +669,7 @@ static int test_follow(int iters)
 	CPU_SET(from, &one);
 	TEST_ASSERT(!sched_setaffinity(0, sizeof(one), &one), "pin to CPU %d", from);
 	test_vm_create(&t, 1, 256);
-	workers = read_zap_cpus(t.vm, before, CPU_SETSIZE);
+	workers = read_zap_cpus(t.vm, before, NULL, CPU_SETSIZE);
 	n = zap_worker_tids(tids, TDP_ZAP_MAX_TIDS);
 	TEST_ASSERT(!n || n == workers,
 		    "%d threads named %s in the VMM, but %d zap workers",
@@ -669,17 +689,26 @@ static int test_follow(int iters)
 			    "zap worker %d is not allowed on CPU %d only",
 			    tids[cpu], to);
 	}
-	read_zap_cpus(t.vm, before, CPU_SETSIZE);
+	read_zap_cpus(t.vm, before, wbefore, CPU_SETSIZE);
 	delete_victim_rounds(&t, iters);
-	read_zap_cpus(t.vm, after, CPU_SETSIZE);
+	read_zap_cpus(t.vm, after, wafter, CPU_SETSIZE);
 	stop_runners(&t);
 
+	/*
+	 * The workers' items only: the deleting thread zaps what it needs
+	 * where it runs, i.e. on the new CPU, whatever the workers do.
+	 */
 	for (cpu = 0; cpu < CPU_SETSIZE; cpu++) {
-		unsigned long d = after[cpu] - before[cpu];
+		unsigned long w = wafter[cpu] - wbefore[cpu];
+		unsigned long d = after[cpu] - before[cpu] - w;
 
-		if (d)
-			pr_info("after the move: CPU %d: %lu zap work items\n",
-				cpu, d);
+		if (d || w)
+			pr_info("after the move: CPU %d: %lu zap work items of the workers, %lu of the deleting thread\n",
+				cpu, d, w);
+		TEST_ASSERT(!w || cpu == to,
+			    "the deleting thread, on CPU %d, zapped on CPU %d",
+			    to, cpu);
+		waited += w;
 		if (cpu == to)
 			moved += d;
 		else if (cpu == from)
@@ -693,14 +722,14 @@ static int test_follow(int iters)
 		TEST_ASSERT(!stayed && moved >= (unsigned long)iters,
 			    "workers are VMM threads, yet after the VMM moved from CPU %d to %d: %lu items on %d, %lu on %d",
 			    from, to, stayed, from, moved, to);
-		pr_info("followed: %lu zap work items after the move, all on CPU %d (the VMM's new CPU), 0 on CPU %d\n",
-			moved, to, from);
+		pr_info("followed: %lu zap work items of the workers after the move, all on CPU %d (the VMM's new CPU), 0 on CPU %d (and %lu of the deleting thread)\n",
+			moved, to, from, waited);
 	} else {
 		TEST_ASSERT(!moved && stayed >= (unsigned long)iters,
 			    "kthread workers confined at VM creation, yet after the VMM moved from CPU %d to %d: %lu items on %d, %lu on %d",
 			    from, to, stayed, from, moved, to);
-		pr_info("stayed: %lu zap work items after the move, all on CPU %d (the VMM's CPU at VM creation), 0 on CPU %d\n",
-			stayed, from, to);
+		pr_info("stayed: %lu zap work items of the workers after the move, all on CPU %d (the VMM's CPU at VM creation), 0 on CPU %d (and %lu of the deleting thread)\n",
+			stayed, from, to, waited);
 	}
 	test_vm_free(&t);
 	sched_setaffinity(0, sizeof(mask), &mask);
@@ -916,7 +945,7 @@ static int test_quirk(int iters)
 		if (q)
 			vm_enable_cap(t.vm, KVM_CAP_DISABLE_QUIRKS2,
 				      KVM_X86_QUIRK_SLOT_ZAP_ALL);
-		read_zap_cpus(t.vm, before, CPU_SETSIZE);
+		read_zap_cpus(t.vm, before, NULL, CPU_SETSIZE);
 		for (it = 0; it < iters; it++) {
 			n1 = delete_victim_counted(&t, it,
 						   q ? "quirk off" : "quirk on");
@@ -926,7 +955,7 @@ static int test_quirk(int iters)
 			set_victim(&t, VICTIM_GPA, t.victim_pages);
 			run_probe(&t, PROBE_CHECK, VICTIM_GPA, it + 1);
 		}
-		read_zap_cpus(t.vm, after, CPU_SETSIZE);
+		read_zap_cpus(t.vm, after, NULL, CPU_SETSIZE);
 		for (items = 0, cpu = 0; cpu < CPU_SETSIZE; cpu++)
 			items += after[cpu] - before[cpu];
 		if (orig >= 0 && q)
@@ -1067,7 +1096,7 @@ static void bench_one(const char *label, uint64_t mib, uint64_t small)
 	stop_runners(&t);
 
 	sched_getaffinity(0, sizeof(mask), &mask);
-	workers = read_zap_cpus(t.vm, zaps, CPU_SETSIZE);
+	workers = read_zap_cpus(t.vm, zaps, NULL, CPU_SETSIZE);
 	for (cpu = 0; cpu < CPU_SETSIZE; cpu++) {
 		if (CPU_ISSET(cpu, &mask))
 			inside += zaps[cpu];
@@ -1123,6 +1152,203 @@ static int test_bench(uint64_t mib, const char *setting, uint64_t small)
 	return 0;
 }
 
+/*
+ * inversion: how long others wait for a VM whose VMM lets its zap workers
+ * run seldom.  The writer of kvm.nx_huge_pages zaps every VM with kvm_lock
+ * held, and KVM_CREATE_VM takes kvm_lock.
+ */
+#define PARAM_RT_RUNTIME	"/proc/sys/kernel/sched_rt_runtime_us"
+/* How long the spinner keeps the VMM's CPU: the bound of any stall here. */
+#define INVERSION_SPIN_MS	6000
+/* Ours may be slower than the distro's zap by this much, and no more. */
+#define INVERSION_FACTOR	2
+#define INVERSION_SLACK_MS	500
+
+static int spin_stop;
+
+/* SCHED_FIFO on @arg's CPU until told to stop, or INVERSION_SPIN_MS. */
+static void *spinner(void *arg)
+{
+	struct sched_param sp = { .sched_priority = 1 };
+	cpu_set_t one;
+	double t0;
+
+	CPU_ZERO(&one);
+	CPU_SET((int)(long)arg, &one);
+	TEST_ASSERT(!sched_setaffinity(0, sizeof(one), &one),
+		    "cannot pin the SCHED_FIFO thread to CPU %d", (int)(long)arg);
+	TEST_ASSERT(!sched_setscheduler(0, SCHED_FIFO, &sp),
+		    "SCHED_FIFO: %s", strerror(errno));
+	t0 = now_ms();
+	while (!READ_ONCE(spin_stop) && now_ms() - t0 < INVERSION_SPIN_MS)
+		;
+	return NULL;
+}
+
+/*
+ * A process of its own that creates and destroys VMs in a loop, from the
+ * byte on @go to the byte on @stop, and writes the number of VMs and the
+ * slowest KVM_CREATE_VM in ms to @out.  Forked before the test's VM
+ * exists: a fork afterwards would write-protect the VM's memory and zap
+ * the SPTEs under test.
+ */
+static void vm_creator(int go, int stop, int out)
+{
+	int kvm = open("/dev/kvm", O_RDWR), fd;
+	double res[2] = { 0, 0 }, t;
+	char c;
+
+	TEST_ASSERT(kvm >= 0, "open /dev/kvm");
+	TEST_ASSERT(read(go, &c, 1) == 1, "creator: no start");
+	fcntl(stop, F_SETFL, O_NONBLOCK);
+	while (read(stop, &c, 1) != 1) {
+		t = now_ms();
+		fd = ioctl(kvm, KVM_CREATE_VM, 0);
+		t = now_ms() - t;
+		TEST_ASSERT(fd >= 0, "KVM_CREATE_VM: %s", strerror(errno));
+		close(fd);
+		res[0]++;
+		res[1] = res[1] > t ? res[1] : t;
+	}
+	TEST_ASSERT(write(out, res, sizeof(res)) == sizeof(res), "creator: report");
+	_exit(0);
+}
+
+/*
+ * One setting of kvm.tdp_mmu_zap_wq: the VMM thread at SCHED_IDLE on CPU
+ * @pin creates the VM, so its workers (if any) run there and so; MIB MiB
+ * of dirty-logged 4 KiB SPTEs; then a SCHED_FIFO task takes CPU @pin and
+ * this thread, on CPU @other at its normal priority, toggles
+ * kvm.nx_huge_pages while another process creates VMs.  @ms[0] is the
+ * toggle, @ms[1] the slowest KVM_CREATE_VM meanwhile, @ms[2] the VMs.
+ */
+static void inversion_one(uint64_t mib, int pin, int other, double *ms)
+{
+	struct sched_param sp0 = { .sched_priority = 0 };
+	int go[2], stop[2], out[2], nx = param_read(PARAM_NX), workers;
+	unsigned long zaps[CPU_SETSIZE];
+	pthread_t spin;
+	cpu_set_t one;
+	struct test_vm t;
+	double res[2];
+	pid_t pid;
+	char c = 0;
+
+	TEST_ASSERT(!pipe(go) && !pipe(stop) && !pipe(out), "pipe");
+	pid = fork();
+	TEST_ASSERT(pid >= 0, "fork");
+	if (!pid)
+		vm_creator(go[0], stop[0], out[1]);
+
+	CPU_ZERO(&one);
+	CPU_SET(pin, &one);
+	TEST_ASSERT(!sched_setaffinity(0, sizeof(one), &one), "pin to CPU %d", pin);
+	TEST_ASSERT(!sched_setscheduler(0, SCHED_IDLE, &sp0), "SCHED_IDLE");
+	test_vm_create(&t, 0, mib << (20 - PAGE_SHIFT));
+	workers = read_zap_cpus(t.vm, zaps, NULL, CPU_SETSIZE);
+	bench_populate(&t, "inversion", 0, VICTIM_GPA, t.victim_pages);
+
+	/* Back to where an administrator's shell would be. */
+	TEST_ASSERT(!sched_setscheduler(0, SCHED_OTHER, &sp0), "SCHED_OTHER");
+	CPU_ZERO(&one);
+	CPU_SET(other, &one);
+	TEST_ASSERT(!sched_setaffinity(0, sizeof(one), &one), "pin to CPU %d", other);
+
+	WRITE_ONCE(spin_stop, 0);
+	pthread_create(&spin, NULL, spinner, (void *)(long)pin);
+	usleep(100 * 1000);
+	TEST_ASSERT(write(go[1], &c, 1) == 1, "start the creator");
+	usleep(100 * 1000);
+	ms[0] = now_ms();
+	param_write(PARAM_NX, nx ? "N" : "Y");
+	ms[0] = now_ms() - ms[0];
+	usleep(100 * 1000);
+	TEST_ASSERT(write(stop[1], &c, 1) == 1, "stop the creator");
+	TEST_ASSERT(read(out[0], res, sizeof(res)) == sizeof(res), "creator's figures");
+	waitpid(pid, NULL, 0);
+	WRITE_ONCE(spin_stop, 1);
+	pthread_join(spin, NULL);
+	ms[1] = res[1];
+	ms[2] = res[0];
+
+	TEST_ASSERT(vm_get_stat(t.vm, "pages_4k") < t.victim_pages / 2,
+		    "the toggle left %lu 4 KiB SPTEs of %lu",
+		    vm_get_stat(t.vm, "pages_4k"), t.victim_pages);
+	param_write(PARAM_NX, nx ? "Y" : "N");
+	pr_info("inversion: %d zap workers, %lu MiB of 4 KiB SPTEs: nx_huge_pages toggled in %.0f ms, slowest of %.0f KVM_CREATE_VM %.0f ms\n",
+		workers, mib, ms[0], ms[2], ms[1]);
+	test_vm_free(&t);
+	close(go[0]); close(go[1]); close(stop[0]); close(stop[1]);
+	close(out[0]); close(out[1]);
+}
+
+static int test_inversion(uint64_t mib)
+{
+	int orig = param_read(PARAM_WQ), nx = param_read(PARAM_NX), pin = -1;
+	int other = -1, rt = -1, cpu;
+	double off[3], on[3];
+	cpu_set_t mask;
+	FILE *f;
+
+	if (orig < 0) {
+		print_skip("kvm.tdp_mmu_zap_wq not present (stock modules): no workers to compare");
+		return KSFT_SKIP;
+	}
+	if (nx < 0 || access(PARAM_NX, W_OK)) {
+		print_skip("kvm.nx_huge_pages cannot be written here");
+		return KSFT_SKIP;
+	}
+	TEST_ASSERT(!sched_getaffinity(0, sizeof(mask), &mask), "getaffinity");
+	for (cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+		if (!CPU_ISSET(cpu, &mask))
+			continue;
+		if (other < 0)
+			other = cpu;
+		pin = cpu;
+	}
+	if (pin == other) {
+		print_skip("needs 2 CPUs: one the VMM's, kept busy, one for the administrator");
+		return KSFT_SKIP;
+	}
+
+	/*
+	 * No RT throttling: the spinner keeps the VMM's CPU for good, as a
+	 * SCHED_FIFO vCPU thread can, until it stops after
+	 * INVERSION_SPIN_MS.  Any wait for the workers lasts that long.
+	 */
+	f = fopen(PARAM_RT_RUNTIME, "r");
+	if (f) {
+		if (fscanf(f, "%d", &rt) != 1)
+			rt = -1;
+		fclose(f);
+	}
+	if (rt != -1)
+		param_write(PARAM_RT_RUNTIME, "-1");
+
+	param_write(PARAM_WQ, "N");
+	inversion_one(mib, pin, other, off);
+	param_write(PARAM_WQ, "Y");
+	inversion_one(mib, pin, other, on);
+
+	if (rt != -1) {
+		char buf[16];
+
+		snprintf(buf, sizeof(buf), "%d", rt);
+		param_write(PARAM_RT_RUNTIME, buf);
+	}
+	param_write(PARAM_WQ, orig ? "Y" : "N");
+
+	pr_info("inversion: tdp_mmu_zap_wq=N (the distro's zap): toggle %.0f ms, KVM_CREATE_VM %.0f ms; =Y: toggle %.0f ms, KVM_CREATE_VM %.0f ms\n",
+		off[0], off[1], on[0], on[1]);
+	TEST_ASSERT(on[0] <= INVERSION_FACTOR * off[0] + INVERSION_SLACK_MS,
+		    "the nx_huge_pages write waited for the starved workers: %.0f ms, %.0f ms without workers",
+		    on[0], off[0]);
+	TEST_ASSERT(on[1] <= INVERSION_FACTOR * off[1] + INVERSION_SLACK_MS,
+		    "KVM_CREATE_VM waited %.0f ms behind kvm_lock, %.0f ms without workers",
+		    on[1], off[1]);
+	return 0;
+}
+
 int main(int argc, char *argv[])
 {
 	if (argc == 5 && !strcmp(argv[1], "stress"))
@@ -1135,11 +1361,14 @@ int main(int argc, char *argv[])
 		return test_freeze(atoi(argv[2]));
 	if (argc == 3 && !strcmp(argv[1], "quirk"))
 		return test_quirk(atoi(argv[2]));
+	if (argc == 3 && !strcmp(argv[1], "inversion"))
+		return test_inversion(strtoull(argv[2], NULL, 0));
 	if ((argc == 4 || argc == 5) && !strcmp(argv[1], "bench"))
 		return test_bench(strtoull(argv[2], NULL, 0), argv[3],
 				  argc == 5 ? strtoull(argv[4], NULL, 0) : 0);
 
-	fprintf(stderr, "usage: %s stress RUNNERS VMS ITERS | confine ITERS | %s\n",
-		argv[0], "follow ITERS | freeze ITERS | quirk ITERS | bench MIB Y|N|Q [SMALL]");
+	fprintf(stderr, "usage: %s stress RUNNERS VMS ITERS | confine ITERS | %s%s\n",
+		argv[0], "follow ITERS | freeze ITERS | quirk ITERS | ",
+		"inversion MIB | bench MIB Y|N|Q [SMALL]");
 	return 2;
 }

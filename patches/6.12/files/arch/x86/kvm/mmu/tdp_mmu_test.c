@@ -289,11 +289,6 @@ static void tdp_zap_test_invalidate(struct tdp_zap_test *ctx)
 	tdp_zap_test_invalidate_range(ctx, 0, -1ULL);
 }
 
-static void tdp_zap_test_flush(struct tdp_zap_test *ctx)
-{
-	tdp_zap_test_wait_range(ctx, 0, -1ULL);
-}
-
 /* The vCPU hands its reference on its current root to the test. */
 static void tdp_zap_test_hold_vcpu_root(struct tdp_zap_test *ctx, int slot)
 {
@@ -345,14 +340,23 @@ static bool tdp_zap_test_pool_empty(struct kvm_tdp_zap_pool *pool)
 	return empty;
 }
 
-/* Zap chunks and final passes the workers and waiters counted, on all CPUs. */
+/* Zap chunks and final passes counted on @cpu, by anyone. */
+static unsigned long tdp_zap_test_cpu_zaps(struct kvm_tdp_zap_pool *pool,
+					   int cpu)
+{
+	struct kvm_tdp_zap_count *c = per_cpu_ptr(pool->nr_zaps, cpu);
+
+	return c->chunks + c->finals + c->waited;
+}
+
+/* Zap chunks and final passes counted, by anyone, on all CPUs. */
 static unsigned long tdp_zap_test_nr_zaps(struct kvm_tdp_zap_pool *pool)
 {
 	unsigned long sum = 0;
 	int cpu;
 
 	for_each_possible_cpu(cpu)
-		sum += *per_cpu_ptr(pool->nr_zaps, cpu);
+		sum += tdp_zap_test_cpu_zaps(pool, cpu);
 	return sum;
 }
 
@@ -402,6 +406,33 @@ static bool tdp_zap_test_workers_finish(struct kvm_tdp_zap_pool *pool)
 		usleep_range(1000, 2000);
 	}
 	return true;
+}
+
+/*
+ * Wait for the claims the workers still held when a wait returned: the
+ * roots they finish leave the pool's list, and a worker puts its own
+ * reference on a root before it drops mmu_lock, held for read, so taking
+ * the lock for write afterwards waits for that put too.
+ */
+static void tdp_zap_test_settle(struct tdp_zap_test *ctx)
+{
+	struct kvm_tdp_zap_pool *pool = ctx->kvm->tdp_mmu_zap_pool;
+
+	if (pool)
+		tdp_zap_test_workers_finish(pool);
+	write_lock(&ctx->kvm->mmu_lock);
+	write_unlock(&ctx->kvm->mmu_lock);
+}
+
+/*
+ * The full flush, then the claims the workers still held when it returned
+ * finished: every root is off the pool's list and the pool's reference
+ * put, for the checks of list and counts that follow.
+ */
+static void tdp_zap_test_flush(struct tdp_zap_test *ctx)
+{
+	tdp_zap_test_wait_range(ctx, 0, -1ULL);
+	tdp_zap_test_settle(ctx);
 }
 
 /*
@@ -616,7 +647,7 @@ static void tdp_zap_test_chunks(struct kunit *test)
 		   ctx->vcpu->arch.mmu->root_role.level, nr, pool->nr_workers);
 	for_each_possible_cpu(i)
 		kunit_info(test, "cpu%d: %lu zap items\n", i,
-			   *per_cpu_ptr(pool->nr_zaps, i));
+			   tdp_zap_test_cpu_zaps(pool, i));
 }
 
 /* A zap worker as the thread that created the pool saw it. */
@@ -790,16 +821,21 @@ static void tdp_zap_test_expect_work_on(struct kunit *test,
 
 	len = scnprintf(want, PAGE_SIZE, "workers %d\n", pool->nr_workers);
 	for_each_possible_cpu(c) {
-		unsigned long n = *per_cpu_ptr(pool->nr_zaps, c);
+		struct kvm_tdp_zap_count *n = per_cpu_ptr(pool->nr_zaps, c);
 
-		if (c == cpu)
-			KUNIT_EXPECT_EQ(test, n,
-					2UL * TDP_ZAP_TEST_CHUNKS_PER_GIB + 1);
-		else
-			KUNIT_EXPECT_EQ_MSG(test, n, 0UL,
+		/* The workers did it all: the flush found nothing to zap. */
+		if (c == cpu) {
+			KUNIT_EXPECT_EQ(test, n->chunks,
+					2UL * TDP_ZAP_TEST_CHUNKS_PER_GIB);
+			KUNIT_EXPECT_EQ(test, n->finals, 1UL);
+		} else {
+			KUNIT_EXPECT_EQ_MSG(test, n->chunks + n->finals, 0UL,
 					    "zap work ran on CPU %d", c);
-		len += scnprintf(want + len, PAGE_SIZE - len, "cpu%d %lu\n",
-				 c, n);
+		}
+		KUNIT_EXPECT_EQ(test, n->waited, 0UL);
+		len += scnprintf(want + len, PAGE_SIZE - len,
+				 "cpu%d %lu %lu %lu\n", c, n->chunks,
+				 n->finals, n->waited);
 	}
 	kvm_tdp_mmu_show_zap_cpus(&m, ctx->kvm);
 	KUNIT_EXPECT_LT(test, m.count, m.size);
@@ -981,6 +1017,8 @@ static void tdp_zap_test_urgent_range(struct kunit *test)
 	tdp_zap_test_wait_range(ctx, start, end);
 	KUNIT_EXPECT_EQ_MSG(test, tdp_zap_test_leaves(root, start, end), 0,
 			    "SPTEs of the deleted range survived the wait");
+	/* Counted done by whichever task claimed them, once it is done. */
+	tdp_zap_test_settle(ctx);
 	KUNIT_EXPECT_EQ(test, atomic_long_read(&root->tdp_mmu_zap_urgent_done),
 			urgent);
 
@@ -993,11 +1031,12 @@ static void tdp_zap_test_urgent_range(struct kunit *test)
 /*
  * A root left over from an earlier invalidation, whose waiter needed
  * another range, may still map the new range anywhere: a wait for the new
- * range finishes it completely, zapping what the workers have not.  The
- * first root maps both ranges; it is invalidated for range A, the vCPU
- * moves to a second root, which maps range B and is invalidated for B;
- * after the wait for B the first root must be off the pool's list with
- * nothing mapped, whether or not the workers had finished it before.
+ * range claims what is left of it.  The first root maps both ranges; it is
+ * invalidated for range A, the vCPU moves to a second root, which maps
+ * range B and is invalidated for B; after the wait for B neither root maps
+ * anything of B, whether or not the workers had finished the first one,
+ * and once their claims are done the first root is off the pool's list
+ * with nothing mapped.
  */
 static void tdp_zap_test_urgent_older(struct kunit *test)
 {
@@ -1028,20 +1067,200 @@ static void tdp_zap_test_urgent_older(struct kunit *test)
 	write_unlock(&ctx->kvm->mmu_lock);
 	kvm_tdp_mmu_zap_invalidated_roots(ctx->kvm, b, b + 4);
 	mutex_unlock(&ctx->kvm->slots_lock);
-	/* The workers' own references, as in tdp_zap_test_wait_range(). */
-	write_lock(&ctx->kvm->mmu_lock);
-	write_unlock(&ctx->kvm->mmu_lock);
 
+	KUNIT_EXPECT_EQ_MSG(test, tdp_zap_test_leaves(r1, b, b + 4), 0,
+			    "the older root still maps the new range");
+	KUNIT_EXPECT_EQ(test, tdp_zap_test_leaves(r2, b, b + 4), 0);
+	tdp_zap_test_settle(ctx);
 	KUNIT_EXPECT_EQ(test, tdp_zap_test_nr_queued(pool, r1), 0);
 	KUNIT_ASSERT_EQ(test, tdp_zap_test_root_count(ctx->kvm, r1), 1);
 	KUNIT_EXPECT_EQ(test, tdp_zap_test_present(r1), 0);
-	KUNIT_EXPECT_EQ(test, tdp_zap_test_leaves(r2, b, b + 4), 0);
 
 	tdp_zap_test_flush(ctx);
 	KUNIT_ASSERT_EQ(test, tdp_zap_test_root_count(ctx->kvm, r2), 1);
 	tdp_zap_test_expect_zapped(test, r2);
 	tdp_zap_test_put_held(ctx, 0);
 	KUNIT_EXPECT_EQ(test, tdp_zap_test_root_count(ctx->kvm, r1), -1);
+}
+
+/*
+ * The safety argument of patch 0306: once the wait for a deleted slot's
+ * range A returned, the invalidated root may still map gfns of other
+ * slots, B here, until it is zapped completely; those stay reachable by
+ * the mmu_notifiers, which walk the invalid roots too, since the root
+ * stays on tdp_mmu_roots until its final pass.  The workers are kept out
+ * (hidden from the kick), so the wait zaps A's chunks itself and nobody
+ * zaps B's.  Then kvm_unmap_gfn_range() over B, as an mmu_notifier
+ * invalidation of B's host memory calls it: the invalid root must have
+ * nothing of B left, and still be listed and queued.  Kicked at last, the
+ * workers finish it.
+ */
+static void tdp_zap_test_notifier_reach(struct kunit *test)
+{
+	struct tdp_zap_test *ctx = test->priv;
+	struct kvm_tdp_zap_pool *pool = tdp_zap_test_create_pool(test);
+	gfn_t a = tdp_zap_test_gfn(1, 2, 0), b = tdp_zap_test_gfn(4, 5, 0);
+	struct kvm_gfn_range range = {
+		.slot = &ctx->slot,
+		.start = b,
+		.end = b + 4,
+	};
+	int nr_workers = pool->nr_workers, a_left, b_before, b_after, queued;
+	struct kvm_mmu_page *root;
+	int count, i;
+
+	root = tdp_zap_test_load_root(test);
+	for (i = 0; i < 4; i++) {
+		tdp_zap_test_map(test, a + i);
+		tdp_zap_test_map(test, b + i);
+	}
+
+	pool->nr_workers = 0;
+	tdp_zap_test_invalidate_range(ctx, a, a + 4);
+	tdp_zap_test_wait_range(ctx, a, a + 4);
+	a_left = tdp_zap_test_leaves(root, a, a + 4);
+	b_before = tdp_zap_test_leaves(root, b, b + 4);
+
+	mutex_lock(&ctx->kvm->slots_lock);
+	write_lock(&ctx->kvm->mmu_lock);
+	kvm_unmap_gfn_range(ctx->kvm, &range);
+	write_unlock(&ctx->kvm->mmu_lock);
+	mutex_unlock(&ctx->kvm->slots_lock);
+	b_after = tdp_zap_test_leaves(root, b, b + 4);
+	queued = tdp_zap_test_nr_queued(pool, root);
+	count = tdp_zap_test_root_count(ctx->kvm, root);
+
+	pool->nr_workers = nr_workers;
+	tdp_mmu_kick_zap_pool(pool);
+
+	KUNIT_EXPECT_EQ(test, a_left, 0);
+	KUNIT_EXPECT_EQ_MSG(test, b_before, 4,
+			    "slot B's SPTEs were zapped with nobody to zap them");
+	KUNIT_EXPECT_EQ_MSG(test, b_after, 0,
+			    "the mmu_notifier's unmap did not reach the invalid root");
+	KUNIT_EXPECT_EQ(test, queued, 1);
+	/* The vCPU's reference and the pool's. */
+	KUNIT_EXPECT_EQ(test, count, 2);
+
+	tdp_zap_test_flush(ctx);
+	KUNIT_EXPECT_TRUE(test, tdp_zap_test_pool_empty(pool));
+	KUNIT_ASSERT_EQ(test, tdp_zap_test_root_count(ctx->kvm, root), 1);
+	tdp_zap_test_expect_zapped(test, root);
+}
+
+/* The wait of tdp_zap_test_stuck_claim(), in a thread of its own. */
+struct tdp_zap_test_waiter {
+	struct kvm *kvm;
+	gfn_t start, end;
+	struct completion done;
+};
+
+static int tdp_zap_test_waiter_fn(void *data)
+{
+	struct tdp_zap_test_waiter *w = data;
+
+	mutex_lock(&w->kvm->slots_lock);
+	kvm_tdp_mmu_zap_invalidated_roots(w->kvm, w->start, w->end);
+	mutex_unlock(&w->kvm->slots_lock);
+	complete(&w->done);
+	return 0;
+}
+
+/*
+ * A waiter never waits for a worker's claim.  A worker may not come back
+ * to a chunk it claimed for a long time: preempted between two SPTEs, at
+ * the VMM's low priority, on a CPU that a SCHED_FIFO task keeps busy; and
+ * the writer of kvm.nx_huge_pages waits with kvm_lock held.  The test
+ * plays that worker: right after the invalidation, with mmu_lock still
+ * held for write, it claims the first @nr positions of the root's claim
+ * order (the chunks of [@start, @end) come first) with a reference on the
+ * root, and zaps nothing.  The wait, in a thread of its own, must return
+ * within TDP_ZAP_TEST_WORKERS_MS with nothing of [@start, @end) mapped,
+ * and the root must stay queued: its zap cannot be done while the claim
+ * is held.  Then the test counts its claim done, as the worker would once
+ * back, and the root leaves the pool with nothing mapped.
+ */
+static void tdp_zap_test_stuck_claim_range(struct kunit *test, gfn_t start,
+					   gfn_t end, long nr)
+{
+	struct tdp_zap_test *ctx = test->priv;
+	struct kvm_tdp_zap_pool *pool = tdp_zap_test_create_pool(test);
+	struct tdp_zap_test_waiter w = { .kvm = ctx->kvm, .start = start,
+					 .end = end };
+	struct kvm_mmu_page *root;
+	struct task_struct *task;
+	bool returned, got;
+	int left = -1, queued;
+	long urgent;
+
+	root = tdp_zap_test_load_root(test);
+	tdp_zap_test_map(test, tdp_zap_test_gfn(0, 0, 3));
+	tdp_zap_test_map(test, tdp_zap_test_gfn(2, 1, 0));
+	tdp_zap_test_map(test, tdp_zap_test_gfn(2, 2, 9));
+	tdp_zap_test_map(test, tdp_zap_test_gfn(7, 0, 0));
+	KUNIT_ASSERT_GT(test, tdp_zap_test_leaves(root, start, end), 0);
+
+	mutex_lock(&ctx->kvm->slots_lock);
+	write_lock(&ctx->kvm->mmu_lock);
+	kvm_tdp_mmu_invalidate_all_roots(ctx->kvm, start, end);
+	urgent = root->tdp_mmu_zap_urgent;
+	got = atomic_long_read(&root->tdp_mmu_zap_next) == 0 &&
+	      kvm_tdp_mmu_get_root(root);
+	if (got)
+		atomic_long_set(&root->tdp_mmu_zap_next, nr);
+	write_unlock(&ctx->kvm->mmu_lock);
+	mutex_unlock(&ctx->kvm->slots_lock);
+	KUNIT_ASSERT_TRUE(test, got);
+
+	init_completion(&w.done);
+	task = kthread_run(tdp_zap_test_waiter_fn, &w, "kvm-tdp-zap-waiter");
+	if (IS_ERR(task))
+		KUNIT_FAIL(test, "no thread for the wait: %ld", PTR_ERR(task));
+	returned = !IS_ERR(task) &&
+		   wait_for_completion_timeout(&w.done,
+					       msecs_to_jiffies(TDP_ZAP_TEST_WORKERS_MS));
+	if (returned)
+		left = tdp_zap_test_leaves(root, start, end);
+	queued = tdp_zap_test_nr_queued(pool, root);
+
+	/* Back from wherever it was: the claim is counted done. */
+	read_lock(&ctx->kvm->mmu_lock);
+	if (nr > 0)
+		atomic_long_add(min(nr, urgent), &root->tdp_mmu_zap_urgent_done);
+	if (atomic_long_add_return(nr, &root->tdp_mmu_zap_done) ==
+	    tdp_mmu_zap_nr_chunks(root))
+		tdp_mmu_finish_root_zap(pool, root, true);
+	kvm_tdp_mmu_put_root(ctx->kvm, root);
+	read_unlock(&ctx->kvm->mmu_lock);
+	/* The waiter is gone once its wait is: @w is on this stack. */
+	if (!IS_ERR(task) && !returned)
+		wait_for_completion(&w.done);
+
+	KUNIT_EXPECT_TRUE_MSG(test, returned,
+			      "the wait waited for a claim the test held %d ms",
+			      TDP_ZAP_TEST_WORKERS_MS);
+	KUNIT_EXPECT_EQ_MSG(test, left, 0,
+			    "SPTEs of the range the claim covers survived the wait");
+	KUNIT_EXPECT_EQ(test, queued, 1);
+
+	tdp_zap_test_flush(ctx);
+	KUNIT_EXPECT_TRUE(test, tdp_zap_test_pool_empty(pool));
+	KUNIT_ASSERT_EQ(test, tdp_zap_test_root_count(ctx->kvm, root), 1);
+	tdp_zap_test_expect_zapped(test, root);
+}
+
+/* A memslot deletion: the claim covers all of the deleted range's chunks. */
+static void tdp_zap_test_stuck_claim(struct kunit *test)
+{
+	gfn_t start = tdp_zap_test_gfn(2, 1, 0), end = tdp_zap_test_gfn(2, 3, 0);
+
+	tdp_zap_test_stuck_claim_range(test, start, end, 2);
+}
+
+/* kvm.nx_huge_pages: the whole gfn space, the claim on its first chunk. */
+static void tdp_zap_test_stuck_claim_all(struct kunit *test)
+{
+	tdp_zap_test_stuck_claim_range(test, 0, -1ULL, 1);
 }
 
 static struct kunit_case tdp_zap_test_cases[] = {
@@ -1055,6 +1274,9 @@ static struct kunit_case tdp_zap_test_cases[] = {
 	KUNIT_CASE(tdp_zap_test_sync),
 	KUNIT_CASE(tdp_zap_test_urgent_range),
 	KUNIT_CASE(tdp_zap_test_urgent_older),
+	KUNIT_CASE(tdp_zap_test_notifier_reach),
+	KUNIT_CASE(tdp_zap_test_stuck_claim),
+	KUNIT_CASE(tdp_zap_test_stuck_claim_all),
 	{}
 };
 
