@@ -144,8 +144,9 @@ static void tdp_zap_test_exit(struct kunit *test)
 		return;
 	if (ctx->kvm && tdp_enabled && tdp_mmu_enabled) {
 		/*
-		 * Whatever a failed test left behind: the workers may still
-		 * own roots, so let them finish before the puts below.
+		 * Whatever a failed test left behind: zap what is queued.
+		 * The workers may still own roots; the puts below are only
+		 * of the test's own references.
 		 */
 		if (ctx->kvm->tdp_mmu_zap_pool) {
 			mutex_lock(&ctx->kvm->slots_lock);
@@ -1088,12 +1089,13 @@ static void tdp_zap_test_urgent_older(struct kunit *test)
  * range A returned, the invalidated root may still map gfns of other
  * slots, B here, until it is zapped completely; those stay reachable by
  * the mmu_notifiers, which walk the invalid roots too, since the root
- * stays on tdp_mmu_roots until its final pass.  The workers are kept out
- * (hidden from the kick), so the wait zaps A's chunks itself and nobody
- * zaps B's.  Then kvm_unmap_gfn_range() over B, as an mmu_notifier
+ * stays on tdp_mmu_roots until its final pass.  The test keeps the
+ * workers out by claiming every chunk of the root itself right after the
+ * invalidation, and zaps nothing: the wait zaps A's range itself and
+ * nobody zaps B's.  Then kvm_unmap_gfn_range() over B, as an mmu_notifier
  * invalidation of B's host memory calls it: the invalid root must have
- * nothing of B left, and still be listed and queued.  Kicked at last, the
- * workers finish it.
+ * nothing of B left, and still be listed and queued.  Once the test
+ * counts its claim done, the root is finished.
  */
 static void tdp_zap_test_notifier_reach(struct kunit *test)
 {
@@ -1105,9 +1107,10 @@ static void tdp_zap_test_notifier_reach(struct kunit *test)
 		.start = b,
 		.end = b + 4,
 	};
-	int nr_workers = pool->nr_workers, a_left, b_before, b_after, queued;
+	int a_left, b_before, b_after, queued, count, i;
 	struct kvm_mmu_page *root;
-	int count, i;
+	long nr, urgent;
+	bool got;
 
 	root = tdp_zap_test_load_root(test);
 	for (i = 0; i < 4; i++) {
@@ -1115,8 +1118,19 @@ static void tdp_zap_test_notifier_reach(struct kunit *test)
 		tdp_zap_test_map(test, b + i);
 	}
 
-	pool->nr_workers = 0;
-	tdp_zap_test_invalidate_range(ctx, a, a + 4);
+	mutex_lock(&ctx->kvm->slots_lock);
+	write_lock(&ctx->kvm->mmu_lock);
+	kvm_tdp_mmu_invalidate_all_roots(ctx->kvm, a, a + 4);
+	nr = tdp_mmu_zap_nr_chunks(root);
+	urgent = root->tdp_mmu_zap_urgent;
+	got = atomic_long_read(&root->tdp_mmu_zap_next) == 0 &&
+	      kvm_tdp_mmu_get_root(root);
+	if (got)
+		atomic_long_set(&root->tdp_mmu_zap_next, nr);
+	write_unlock(&ctx->kvm->mmu_lock);
+	mutex_unlock(&ctx->kvm->slots_lock);
+	KUNIT_ASSERT_TRUE(test, got);
+
 	tdp_zap_test_wait_range(ctx, a, a + 4);
 	a_left = tdp_zap_test_leaves(root, a, a + 4);
 	b_before = tdp_zap_test_leaves(root, b, b + 4);
@@ -1130,8 +1144,13 @@ static void tdp_zap_test_notifier_reach(struct kunit *test)
 	queued = tdp_zap_test_nr_queued(pool, root);
 	count = tdp_zap_test_root_count(ctx->kvm, root);
 
-	pool->nr_workers = nr_workers;
-	tdp_mmu_kick_zap_pool(pool);
+	/* The claim is counted done: the root's final pass follows. */
+	read_lock(&ctx->kvm->mmu_lock);
+	atomic_long_add(urgent, &root->tdp_mmu_zap_urgent_done);
+	if (atomic_long_add_return(nr, &root->tdp_mmu_zap_done) == nr)
+		tdp_mmu_finish_root_zap(pool, root, true);
+	kvm_tdp_mmu_put_root(ctx->kvm, root);
+	read_unlock(&ctx->kvm->mmu_lock);
 
 	KUNIT_EXPECT_EQ(test, a_left, 0);
 	KUNIT_EXPECT_EQ_MSG(test, b_before, 4,
@@ -1139,8 +1158,8 @@ static void tdp_zap_test_notifier_reach(struct kunit *test)
 	KUNIT_EXPECT_EQ_MSG(test, b_after, 0,
 			    "the mmu_notifier's unmap did not reach the invalid root");
 	KUNIT_EXPECT_EQ(test, queued, 1);
-	/* The vCPU's reference and the pool's. */
-	KUNIT_EXPECT_EQ(test, count, 2);
+	/* The vCPU's reference, the pool's and the test's claim's. */
+	KUNIT_EXPECT_EQ(test, count, 3);
 
 	tdp_zap_test_flush(ctx);
 	KUNIT_EXPECT_TRUE(test, tdp_zap_test_pool_empty(pool));
