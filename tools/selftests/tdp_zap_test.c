@@ -1172,7 +1172,7 @@ static int test_bench(uint64_t mib, const char *setting, uint64_t small)
 static int spin_stop;
 
 /* What the inversion test changed, put back however it ends. */
-static int inv_rt = -1, inv_wq = -1;
+static int inv_rt = -1, inv_wq = -1, inv_nx = -1;
 
 /* SCHED_FIFO on @arg's CPU until told to stop, or INVERSION_SPIN_MS. */
 static void *spinner(void *arg)
@@ -1211,6 +1211,7 @@ static void vm_creator(int go, int stop, int out)
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	inv_rt = -1;
 	inv_wq = -1;
+	inv_nx = -1;
 	TEST_ASSERT(kvm >= 0, "open /dev/kvm");
 	if (read(go, &c, 1) != 1)
 		_exit(1);
@@ -1284,6 +1285,7 @@ static void inversion_one(uint64_t mib, int pin, int other, double *ms)
 	usleep(100 * 1000);
 	TEST_ASSERT(write(go[1], &c, 1) == 1, "start the creator");
 	usleep(100 * 1000);
+	inv_nx = nx;
 	ms[0] = now_ms();
 	param_write(PARAM_NX, nx ? "N" : "Y");
 	ms[0] = now_ms() - ms[0];
@@ -1301,6 +1303,7 @@ static void inversion_one(uint64_t mib, int pin, int other, double *ms)
 		    "the toggle left %lu 4 KiB SPTEs of %lu",
 		    vm_get_stat(t.vm, "pages_4k"), t.victim_pages);
 	param_write(PARAM_NX, nx ? "Y" : "N");
+	inv_nx = -1;
 	pr_info("inversion: %d zap workers, %lu MiB of 4 KiB SPTEs: nx_huge_pages toggled in %.0f ms, slowest of %.0f KVM_CREATE_VM %.0f ms\n",
 		workers, mib, ms[0], ms[2], ms[1]);
 	test_vm_free(&t);
@@ -1319,6 +1322,8 @@ static void inversion_restore(void)
 	}
 	if (inv_wq >= 0)
 		param_write(PARAM_WQ, inv_wq ? "Y" : "N");
+	if (inv_nx >= 0)
+		param_write(PARAM_NX, inv_nx ? "Y" : "N");
 }
 
 static int test_inversion(uint64_t mib)

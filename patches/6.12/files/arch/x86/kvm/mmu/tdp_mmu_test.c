@@ -1085,6 +1085,50 @@ static void tdp_zap_test_urgent_older(struct kunit *test)
 }
 
 /*
+ * Invalidate the roots for [@start, @end), as tdp_zap_test_invalidate_range()
+ * does, and in the same mmu_lock hold claim the first @nr positions of
+ * @root's claim order, with a reference on @root, as a worker would: the
+ * workers, kicked, cannot claim before.  False if @root could not be
+ * claimed, in which case nothing was taken.
+ */
+static bool tdp_zap_test_invalidate_claim(struct tdp_zap_test *ctx,
+					  struct kvm_mmu_page *root,
+					  gfn_t start, gfn_t end, long nr)
+{
+	bool got;
+
+	mutex_lock(&ctx->kvm->slots_lock);
+	write_lock(&ctx->kvm->mmu_lock);
+	kvm_tdp_mmu_invalidate_all_roots(ctx->kvm, start, end);
+	got = atomic_long_read(&root->tdp_mmu_zap_next) == 0 &&
+	      kvm_tdp_mmu_get_root(root);
+	if (got)
+		atomic_long_set(&root->tdp_mmu_zap_next, nr);
+	write_unlock(&ctx->kvm->mmu_lock);
+	mutex_unlock(&ctx->kvm->slots_lock);
+	return got;
+}
+
+/*
+ * The test's claim of tdp_zap_test_invalidate_claim() is counted done, as
+ * the worker's would be once back: the root's final pass follows when it
+ * is the last, and the claim's reference is put.
+ */
+static void tdp_zap_test_finish_claim(struct tdp_zap_test *ctx,
+				      struct kvm_tdp_zap_pool *pool,
+				      struct kvm_mmu_page *root, long nr)
+{
+	read_lock(&ctx->kvm->mmu_lock);
+	atomic_long_add(min(nr, root->tdp_mmu_zap_urgent),
+			&root->tdp_mmu_zap_urgent_done);
+	if (atomic_long_add_return(nr, &root->tdp_mmu_zap_done) ==
+	    tdp_mmu_zap_nr_chunks(root))
+		tdp_mmu_finish_root_zap(pool, root, true);
+	kvm_tdp_mmu_put_root(ctx->kvm, root);
+	read_unlock(&ctx->kvm->mmu_lock);
+}
+
+/*
  * The safety argument of patch 0306: once the wait for a deleted slot's
  * range A returned, the invalidated root may still map gfns of other
  * slots, B here, until it is zapped completely; those stay reachable by
@@ -1109,8 +1153,7 @@ static void tdp_zap_test_notifier_reach(struct kunit *test)
 	};
 	int a_left, b_before, b_after, queued, count, i;
 	struct kvm_mmu_page *root;
-	long nr, urgent;
-	bool got;
+	long nr;
 
 	root = tdp_zap_test_load_root(test);
 	for (i = 0; i < 4; i++) {
@@ -1118,18 +1161,9 @@ static void tdp_zap_test_notifier_reach(struct kunit *test)
 		tdp_zap_test_map(test, b + i);
 	}
 
-	mutex_lock(&ctx->kvm->slots_lock);
-	write_lock(&ctx->kvm->mmu_lock);
-	kvm_tdp_mmu_invalidate_all_roots(ctx->kvm, a, a + 4);
 	nr = tdp_mmu_zap_nr_chunks(root);
-	urgent = root->tdp_mmu_zap_urgent;
-	got = atomic_long_read(&root->tdp_mmu_zap_next) == 0 &&
-	      kvm_tdp_mmu_get_root(root);
-	if (got)
-		atomic_long_set(&root->tdp_mmu_zap_next, nr);
-	write_unlock(&ctx->kvm->mmu_lock);
-	mutex_unlock(&ctx->kvm->slots_lock);
-	KUNIT_ASSERT_TRUE(test, got);
+	KUNIT_ASSERT_TRUE(test, tdp_zap_test_invalidate_claim(ctx, root, a,
+							      a + 4, nr));
 
 	tdp_zap_test_wait_range(ctx, a, a + 4);
 	a_left = tdp_zap_test_leaves(root, a, a + 4);
@@ -1144,13 +1178,7 @@ static void tdp_zap_test_notifier_reach(struct kunit *test)
 	queued = tdp_zap_test_nr_queued(pool, root);
 	count = tdp_zap_test_root_count(ctx->kvm, root);
 
-	/* The claim is counted done: the root's final pass follows. */
-	read_lock(&ctx->kvm->mmu_lock);
-	atomic_long_add(urgent, &root->tdp_mmu_zap_urgent_done);
-	if (atomic_long_add_return(nr, &root->tdp_mmu_zap_done) == nr)
-		tdp_mmu_finish_root_zap(pool, root, true);
-	kvm_tdp_mmu_put_root(ctx->kvm, root);
-	read_unlock(&ctx->kvm->mmu_lock);
+	tdp_zap_test_finish_claim(ctx, pool, root, nr);
 
 	KUNIT_EXPECT_EQ(test, a_left, 0);
 	KUNIT_EXPECT_EQ_MSG(test, b_before, 4,
@@ -1208,9 +1236,8 @@ static void tdp_zap_test_stuck_claim_range(struct kunit *test, gfn_t start,
 					 .end = end };
 	struct kvm_mmu_page *root;
 	struct task_struct *task;
-	bool returned, got;
 	int left = -1, queued;
-	long urgent;
+	bool returned;
 
 	root = tdp_zap_test_load_root(test);
 	tdp_zap_test_map(test, tdp_zap_test_gfn(0, 0, 3));
@@ -1219,17 +1246,8 @@ static void tdp_zap_test_stuck_claim_range(struct kunit *test, gfn_t start,
 	tdp_zap_test_map(test, tdp_zap_test_gfn(7, 0, 0));
 	KUNIT_ASSERT_GT(test, tdp_zap_test_leaves(root, start, end), 0);
 
-	mutex_lock(&ctx->kvm->slots_lock);
-	write_lock(&ctx->kvm->mmu_lock);
-	kvm_tdp_mmu_invalidate_all_roots(ctx->kvm, start, end);
-	urgent = root->tdp_mmu_zap_urgent;
-	got = atomic_long_read(&root->tdp_mmu_zap_next) == 0 &&
-	      kvm_tdp_mmu_get_root(root);
-	if (got)
-		atomic_long_set(&root->tdp_mmu_zap_next, nr);
-	write_unlock(&ctx->kvm->mmu_lock);
-	mutex_unlock(&ctx->kvm->slots_lock);
-	KUNIT_ASSERT_TRUE(test, got);
+	KUNIT_ASSERT_TRUE(test, tdp_zap_test_invalidate_claim(ctx, root, start,
+							      end, nr));
 
 	init_completion(&w.done);
 	task = kthread_run(tdp_zap_test_waiter_fn, &w, "kvm-tdp-zap-waiter");
@@ -1243,14 +1261,7 @@ static void tdp_zap_test_stuck_claim_range(struct kunit *test, gfn_t start,
 	queued = tdp_zap_test_nr_queued(pool, root);
 
 	/* Back from wherever it was: the claim is counted done. */
-	read_lock(&ctx->kvm->mmu_lock);
-	if (nr > 0)
-		atomic_long_add(min(nr, urgent), &root->tdp_mmu_zap_urgent_done);
-	if (atomic_long_add_return(nr, &root->tdp_mmu_zap_done) ==
-	    tdp_mmu_zap_nr_chunks(root))
-		tdp_mmu_finish_root_zap(pool, root, true);
-	kvm_tdp_mmu_put_root(ctx->kvm, root);
-	read_unlock(&ctx->kvm->mmu_lock);
+	tdp_zap_test_finish_claim(ctx, pool, root, nr);
 	/* The waiter is gone once its wait is: @w is on this stack. */
 	if (!IS_ERR(task) && !returned)
 		wait_for_completion(&w.done);
