@@ -16,6 +16,10 @@
 #   exec   run the suites of the last build in QEMU (-cpu max, so the
 #          built-in kvm-amd initialises on SVM with NPT); JSON: kunit.py's
 #          results as JSON into that file, as well as its output
+#   bench  build, then run the TDP MMU zap scale benchmark (suite
+#          kvm_tdp_mmu_zap_bench) at the VM sizes of KBP_ZAP_BENCH_MIB
+#          (MiB, comma-separated; default 1536,6144,24576,65536) on two
+#          vCPUs with multi-threaded TCG, and print its table (make bench)
 #
 # make kunit (scripts/kbp-test check --tier kunit) does both and judges
 # the results and the kernel's log.
@@ -79,14 +83,43 @@ exec_suites() {
 		"${json[@]}" ${KBP_KUNIT_ARGS:-}
 }
 
+# The zap benchmark needs two CPUs that really run at once: one QEMU
+# thread per vCPU.  Its log: build/<release>/kunit-bench.log.
+bench() {
+	local sizes=${KBP_ZAP_BENCH_MIB:-1536,6144,24576,65536} log=$BUILD/kunit-bench.log
+
+	[[ $sizes =~ ^[0-9]+(,[0-9]+)*$ ]] ||
+		die "KBP_ZAP_BENCH_MIB=$sizes: give VM sizes in MiB separated by commas, e.g. 1536,6144"
+	build
+	log "TDP MMU zap scale benchmark at $sizes MiB of 4 KiB SPTEs, 2 vCPUs, multi-threaded TCG (log: ${log#"$TOP"/})"
+	# The kernel's output as it comes: the cases say what they are doing.
+	if ! kunit_py exec --timeout=7200 --raw_output=all \
+		--qemu_args='-cpu max -smp 2 -accel tcg,thread=multi -m 2048' \
+		--kernel_args="kvm.tdp_zap_bench_mib=$sizes" \
+		'kvm_tdp_mmu_zap_bench' 2>&1 | tee "$log" |
+		grep --line-buffered -E '# tdp_zap_bench_run: |^ *(not )?ok [0-9]+ [0-9]'; then
+		tail -n 20 "$log" >&2
+		die "the zap benchmark did not run (log: $log)"
+	fi
+	if grep -q '^ *not ok' "$log" || ! grep -q '^ok [0-9]* kvm_tdp_mmu_zap_bench' "$log"; then
+		grep -E '^ *(not ok|# .*(Expected|ASSERT|EXPECT|skip))' "$log" >&2 || true
+		die "the zap benchmark failed (log: $log)"
+	fi
+	# The table: what tdp_zap_bench_table printed, without kunit's prefix.
+	sed -n 's/^.*# tdp_zap_bench_table: //p' "$log"
+}
+
 case $ACTION in
 build)
 	build
+	;;
+bench)
+	bench
 	;;
 exec)
 	exec_suites "${2:-}"
 	;;
 *)
-	die "say build or exec [JSON] (make kunit runs both)"
+	die "say build, exec [JSON] (make kunit runs both) or bench (make bench)"
 	;;
 esac
