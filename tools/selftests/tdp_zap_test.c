@@ -48,6 +48,20 @@
  *            or a ROM of a running guest.  Q: KVM_X86_QUIRK_SLOT_ZAP_ALL
  *            disabled (6.12's targeted zap of the slot's leaf SPTEs; on
  *            the stock modules too), whatever kvm.tdp_mmu_zap_wq says.
+ *   race MIB ROUNDS  With kvm.tdp_mmu_zap_wq=Y (the stock zap on modules
+ *            without it): two vCPUs keep reading a slot of MIB MiB
+ *            (4 KiB SPTEs) while a host thread, one 2 MiB chunk after
+ *            another, drops the slot's memory (MADV_DONTNEED: the
+ *            mmu_notifier zaps the chunk in every root, invalid ones the
+ *            workers have not finished included), checks that it reads
+ *            zero and writes a new generation of the chunk's data; and
+ *            the main thread, ROUNDS times, deletes and re-adds a 2 MiB
+ *            slot, which invalidates every root.  The guest reads each
+ *            page between two reads of its chunk's sequence count: with
+ *            no rewrite in between it must read exactly the last
+ *            generation, never zero or an older one, as a stale SPTE
+ *            that a notifier missed would give.  For the debug tier's
+ *            KASAN above all: a vCPU no longer enters an invalid root.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -121,10 +135,80 @@ static uint64_t vpat(uint64_t val, uint64_t i)
 	return (val << 40) ^ (i * 0xbf58476d1ce4e5b9ULL);
 }
 
+/*
+ * race: the large slot is the resident slot, dropped and rewritten by the
+ * host one chunk of RACE_CHUNK_PAGES at a time.  race_seq[] is per chunk
+ * twice its generation, odd while the host drops and rewrites it: a
+ * seqcount the runners read around each page.
+ */
+#define RACE_RUNNERS		2
+#define RACE_CHUNK_PAGES	512
+#define RACE_MAX_MIB		1024
+#define RACE_MAX_CHUNKS		((RACE_MAX_MIB << (20 - PAGE_SHIFT)) / RACE_CHUNK_PAGES)
+#define RACE_VICTIM_PAGES	(2 << (20 - PAGE_SHIFT))
+#define RACE_GEN_MASK		0xffffffULL
+
+static uint64_t race_pages;
+static uint64_t race_seq[RACE_MAX_CHUNKS];
+/*
+ * Per runner, pages read: with no rewrite of their chunk meanwhile (all,
+ * and those of a generation after the first), while it was rewritten
+ * (a value, zero).
+ */
+static uint64_t race_exact[RACE_RUNNERS], race_new[RACE_RUNNERS];
+static uint64_t race_loose[RACE_RUNNERS], race_zero[RACE_RUNNERS];
+
+/* Word 0 of large slot page @i in generation @gen. */
+static uint64_t rpat(uint64_t gen, uint64_t i)
+{
+	return 0xa5ULL << 56 | (gen & RACE_GEN_MASK) << 32 | i;
+}
+
+static void guest_race(uint64_t role)
+{
+	uint64_t *p = (uint64_t *)RESIDENT_GPA, n = READ_ONCE(race_pages);
+	uint64_t i, j, c, s, s2, v, gen, start;
+	int r = role - 1;
+
+	/* The runners fault in different places. */
+	start = r * (n / RACE_RUNNERS) / RACE_CHUNK_PAGES * RACE_CHUNK_PAGES;
+	for (;;) {
+		for (j = 0; j < n; j++) {
+			i = (start + j) % n;
+			c = i / RACE_CHUNK_PAGES;
+			s = READ_ONCE(race_seq[c]);
+			v = READ_ONCE(p[i * WORDS_PER_PAGE]);
+			s2 = READ_ONCE(race_seq[c]);
+			gen = v >> 32 & RACE_GEN_MASK;
+			if (s == s2 && !(s & 1)) {
+				/*
+				 * The chunk was neither dropped nor rewritten
+				 * meanwhile: the last generation, exactly.
+				 */
+				GUEST_ASSERT_4(v == rpat(s / 2, i), i, v, s, s2);
+				race_exact[r]++;
+				if (gen)
+					race_new[r]++;
+			} else if (!v) {
+				race_zero[r]++;
+			} else {
+				/* Dropped or rewritten meanwhile: old or new. */
+				GUEST_ASSERT_4(v == rpat(gen, i) && gen >= s / 2,
+					       i, v, s, s2);
+				race_loose[r]++;
+			}
+		}
+		progress[r]++;
+		GUEST_SYNC(0);
+	}
+}
+
 static void guest_code(uint64_t role)
 {
 	uint64_t *p, i, v;
 
+	if (role && READ_ONCE(race_pages))
+		guest_race(role);
 	if (role) {
 		p = (uint64_t *)DATA_GPA;
 		for (;;) {
@@ -234,6 +318,9 @@ static void *runner(void *arg)
 		case UCALL_SYNC:
 			break;
 		case UCALL_ABORT:
+			if (race_pages)
+				REPORT_GUEST_ASSERT_4(uc,
+						      "large slot page %lu reads 0x%lx, its chunk's sequence 0x%lx before, 0x%lx after (even and unchanged: that generation, exactly): a stale SPTE?");
 			REPORT_GUEST_ASSERT_2(uc, "data page %lu reads 0x%lx");
 			break;
 		default:
@@ -1400,6 +1487,212 @@ static int test_inversion(uint64_t mib)
 	return 0;
 }
 
+/*
+ * race: memslot deletions, whose invalidated roots the workers zap after
+ * the ioctl returned, against mmu_notifier zaps of the large slot, which
+ * must reach those roots until their final pass.
+ */
+/* How long a runner may take for a pass over the large slot. */
+#define RACE_PASS_MS	60000
+/*
+ * The host thread drops a chunk in pieces of this many pages, each read
+ * and rewritten before the next: more mmu_notifier calls for the same
+ * page faults.
+ */
+#define RACE_PIECE_PAGES	64
+/* Its pause after each chunk, so that the guest gets on. */
+#define RACE_PACE_US		2000
+
+struct race {
+	struct test_vm *t;
+	/* The host's mapping of the large slot. */
+	uint64_t *big;
+	/* Its chunks; MADV_DONTNEED calls so far. */
+	uint64_t chunks, loops;
+	int stop, round, rounds;
+	const char *label;
+	double t0, tp;
+};
+
+static uint64_t race_sum(struct race *rc, uint64_t *counts)
+{
+	uint64_t n = 0;
+	int i;
+
+	for (i = 0; i < RACE_RUNNERS; i++)
+		n += guest_u64_live(rc->t->vm, &counts[i]);
+	return n;
+}
+
+static void race_report(struct race *rc, const char *what)
+{
+	rc->tp = now_ms();
+	pr_info("race %s after %.0f s: %d of %d deletions, %lu MADV_DONTNEED calls, guest reads: %lu exact (%lu rewritten data), %lu during a rewrite (%lu zero)\n",
+		what, (rc->tp - rc->t0) / 1000, rc->round, rc->rounds,
+		READ_ONCE(rc->loops), race_sum(rc, race_exact),
+		race_sum(rc, race_new), race_sum(rc, race_loose),
+		race_sum(rc, race_zero));
+}
+
+/* Each runner's passes so far. */
+static void race_mark(struct race *rc, uint64_t *mark)
+{
+	int i;
+
+	for (i = 0; i < RACE_RUNNERS; i++)
+		mark[i] = read_progress(rc->t, i);
+}
+
+/*
+ * Wait until every runner made @passes passes since @mark: two make a
+ * whole pass over the large slot that started after the mark.
+ */
+static void race_wait(struct race *rc, uint64_t *mark, uint64_t passes)
+{
+	double t0 = now_ms();
+	int i;
+
+	for (i = 0; i < RACE_RUNNERS; i++) {
+		while (read_progress(rc->t, i) < mark[i] + passes) {
+			TEST_ASSERT(now_ms() - t0 < RACE_PASS_MS,
+				    "race: runner %d made %lu of %lu passes over the large slot in %d s",
+				    i, read_progress(rc->t, i) - mark[i], passes,
+				    RACE_PASS_MS / 1000);
+			if (now_ms() - rc->tp >= 10000)
+				race_report(rc, "running");
+			usleep(1000);
+		}
+	}
+}
+
+/*
+ * The host thread: one chunk after another, drop the large slot's memory
+ * (the mmu_notifier zaps it in every root), check that it reads zero, then
+ * write the chunk's next generation; race_seq[] says when.
+ */
+static void *race_dontneed(void *arg)
+{
+	struct race *rc = arg;
+	uint64_t c = 0, i, k, s, *w, *seq;
+
+	while (!READ_ONCE(rc->stop)) {
+		seq = addr_gva2hva(rc->t->vm, (vm_vaddr_t)&race_seq[c]);
+		s = READ_ONCE(*seq);
+		TEST_ASSERT(s / 2 < RACE_GEN_MASK, "race: chunk %lu rewritten too often", c);
+		/* Odd: from here the guest may read old data, zero or new. */
+		WRITE_ONCE(*seq, s + 1);
+		for (k = c * RACE_CHUNK_PAGES; k < (c + 1) * RACE_CHUNK_PAGES;
+		     k += RACE_PIECE_PAGES) {
+			w = rc->big + k * WORDS_PER_PAGE;
+			TEST_ASSERT(!madvise(w, RACE_PIECE_PAGES * PAGE_SIZE,
+					     MADV_DONTNEED),
+				    "MADV_DONTNEED: %s", strerror(errno));
+			WRITE_ONCE(rc->loops, rc->loops + 1);
+			for (i = 0; i < RACE_PIECE_PAGES; i++)
+				TEST_ASSERT(!READ_ONCE(w[i * WORDS_PER_PAGE]),
+					    "large slot page %lu reads 0x%lx right after MADV_DONTNEED",
+					    k + i, w[i * WORDS_PER_PAGE]);
+			for (i = 0; i < RACE_PIECE_PAGES; i++)
+				WRITE_ONCE(w[i * WORDS_PER_PAGE],
+					   rpat(s / 2 + 1, k + i));
+		}
+		/* Even: the new generation is all there. */
+		WRITE_ONCE(*seq, s + 2);
+		c = (c + 1) % rc->chunks;
+		usleep(RACE_PACE_US);
+	}
+	return NULL;
+}
+
+static int test_race(uint64_t mib, int rounds)
+{
+	int orig = param_read(PARAM_WQ), r, i, cpu, workers;
+	uint64_t pages = mib << (20 - PAGE_SHIFT), mark[RACE_RUNNERS];
+	uint64_t exact, fresh, loose, zero;
+	unsigned long zaps[CPU_SETSIZE], items = 0;
+	struct race rc = { .rounds = rounds };
+	struct test_vm t;
+	pthread_t thread;
+
+	TEST_ASSERT(mib >= 2 && !(mib % 2) && mib <= RACE_MAX_MIB && rounds > 0,
+		    "race: MIB even, 2..%d; ROUNDS at least 1", RACE_MAX_MIB);
+	if (orig >= 0)
+		param_write(PARAM_WQ, "Y");
+	rc.label = orig < 0 ? "stock zap (no kvm.tdp_mmu_zap_wq)" : "tdp_mmu_zap_wq=Y";
+
+	__test_vm_create(&t, RACE_RUNNERS, RACE_VICTIM_PAGES, pages);
+	race_pages = pages;
+	sync_global_to_guest(t.vm, race_pages);
+	rc.t = &t;
+	rc.big = addr_gpa2hva(t.vm, RESIDENT_GPA);
+	rc.chunks = pages / RACE_CHUNK_PAGES;
+	for (i = 0; i < (int)pages; i++)
+		rc.big[i * WORDS_PER_PAGE] = rpat(0, i);
+
+	/* The large slot mapped by the runners, the small one by the prober. */
+	rc.t0 = now_ms();
+	rc.tp = rc.t0;
+	start_runners(&t);
+	run_probe(&t, PROBE_FILL, VICTIM_GPA, 1);
+	memset(mark, 0, sizeof(mark));
+	race_wait(&rc, mark, 1);
+	pr_info("race populated: %s, %lu MiB slot: %lu 4 KiB SPTEs after %.0f ms\n",
+		rc.label, mib, vm_get_stat(t.vm, "pages_4k"), now_ms() - rc.t0);
+
+	pthread_create(&thread, NULL, race_dontneed, &rc);
+	race_mark(&rc, mark);
+	for (r = 0; r < rounds; r++) {
+		/* The large slot mapped again in the roots to invalidate. */
+		race_wait(&rc, mark, 2);
+		rc.round = r;
+		set_victim(&t, VICTIM_GPA, 0);
+		race_mark(&rc, mark);
+		assert_mmio(&t, VICTIM_GPA, "deleted 2 MiB slot");
+		for (i = 0; i < (int)t.victim_pages; i++)
+			TEST_ASSERT(t.victim[i * WORDS_PER_PAGE] == vpat(r + 1, i),
+				    "host copy of 2 MiB slot page %d lost the guest's write", i);
+		set_victim(&t, VICTIM_GPA, t.victim_pages);
+		run_probe(&t, PROBE_CHECK, VICTIM_GPA, r + 1);
+		run_probe(&t, PROBE_FILL, VICTIM_GPA, r + 2);
+		rc.round = r + 1;
+		if (now_ms() - rc.tp >= 10000)
+			race_report(&rc, "running");
+	}
+	WRITE_ONCE(rc.stop, 1);
+	pthread_join(thread, NULL);
+
+	/* A whole pass of each runner with no chunk dropped: all exact. */
+	race_mark(&rc, mark);
+	race_wait(&rc, mark, 2);
+	stop_runners(&t);
+	run_probe(&t, PROBE_CHECK, VICTIM_GPA, rounds + 1);
+
+	exact = race_sum(&rc, race_exact);
+	fresh = race_sum(&rc, race_new);
+	loose = race_sum(&rc, race_loose);
+	zero = race_sum(&rc, race_zero);
+	workers = read_zap_cpus(t.vm, zaps, NULL, CPU_SETSIZE);
+	for (cpu = 0; cpu < CPU_SETSIZE; cpu++)
+		items += zaps[cpu];
+	pr_info("race: %s, %lu MiB: %d deletions of the 2 MiB slot, %lu MADV_DONTNEED calls (%lu MiB), guest verifications: %lu exact (%lu of rewritten data), %lu during a rewrite (%lu zero), %d zap workers, %lu zap work items in %.0f s\n",
+		rc.label, mib, rounds, rc.loops,
+		rc.loops * RACE_PIECE_PAGES >> (20 - PAGE_SHIFT), exact, fresh,
+		loose, zero, workers, items, (now_ms() - rc.t0) / 1000);
+	TEST_ASSERT(rc.loops >= (uint64_t)rounds,
+		    "race: %lu MADV_DONTNEED calls for %d deletions: the host thread hardly ran",
+		    rc.loops, rounds);
+	TEST_ASSERT(fresh,
+		    "race: the guest never read data written after a MADV_DONTNEED: no race");
+	TEST_ASSERT(workers <= 0 || items >= (unsigned long)rounds,
+		    "race: %lu zap work items for %d deletions: did the workers zap?",
+		    items, rounds);
+	test_vm_free(&t);
+	race_pages = 0;
+	if (orig >= 0)
+		param_write(PARAM_WQ, orig ? "Y" : "N");
+	return 0;
+}
+
 int main(int argc, char *argv[])
 {
 	if (argc == 5 && !strcmp(argv[1], "stress"))
@@ -1414,12 +1707,14 @@ int main(int argc, char *argv[])
 		return test_quirk(atoi(argv[2]));
 	if (argc == 3 && !strcmp(argv[1], "inversion"))
 		return test_inversion(strtoull(argv[2], NULL, 0));
+	if (argc == 4 && !strcmp(argv[1], "race"))
+		return test_race(arg_u64(argc, argv, 2, 0), arg_u64(argc, argv, 3, 0));
 	if ((argc == 4 || argc == 5) && !strcmp(argv[1], "bench"))
 		return test_bench(strtoull(argv[2], NULL, 0), argv[3],
 				  argc == 5 ? strtoull(argv[4], NULL, 0) : 0);
 
 	fprintf(stderr, "usage: %s stress RUNNERS VMS ITERS | confine ITERS | %s%s\n",
 		argv[0], "follow ITERS | freeze ITERS | quirk ITERS | ",
-		"inversion MIB | bench MIB Y|N|Q [SMALL]");
+		"inversion MIB | race MIB ROUNDS | bench MIB Y|N|Q [SMALL]");
 	return 2;
 }
