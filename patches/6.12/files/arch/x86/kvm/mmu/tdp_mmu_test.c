@@ -1849,7 +1849,9 @@ static void tdp_zap_bench_table(struct kunit *test)
 }
 
 static struct kunit_case tdp_zap_bench_cases[] = {
-	KUNIT_CASE_PARAM(tdp_zap_bench_run, tdp_zap_bench_params),
+	/* Slow at make bench's sizes: a minute a parameter under TCG. */
+	KUNIT_CASE_PARAM_ATTR(tdp_zap_bench_run, tdp_zap_bench_params,
+			      { .speed = KUNIT_SPEED_SLOW }),
 	KUNIT_CASE(tdp_zap_bench_table),
 	{}
 };
