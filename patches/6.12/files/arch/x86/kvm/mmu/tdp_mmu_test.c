@@ -1038,7 +1038,8 @@ static void tdp_zap_test_urgent_range(struct kunit *test)
 /*
  * A root left over from an earlier invalidation, whose waiter needed
  * another range, may still map the new range anywhere: a wait for the new
- * range claims what is left of it.  The first root maps both ranges; it is
+ * range zaps that range of it (patch 0309), or all of it if the workers
+ * fell behind.  The first root maps both ranges; it is
  * invalidated for range A, the vCPU moves to a second root, which maps
  * range B and is invalidated for B; after the wait for B neither root maps
  * anything of B, whether or not the workers had finished the first one,
@@ -1180,6 +1181,67 @@ static void tdp_zap_test_burst(struct kunit *test)
 	KUNIT_ASSERT_EQ(test, tdp_zap_test_root_count(ctx->kvm, r1), 1);
 	KUNIT_EXPECT_EQ(test, tdp_zap_test_present(r1), 0);
 	tdp_zap_test_put_held(ctx, 0);
+}
+
+/* The roots on the pool's list (-1: the list is corrupted). */
+static int tdp_zap_test_pool_len(struct kvm_tdp_zap_pool *pool)
+{
+	struct list_head *pos;
+	int n = 0;
+
+	spin_lock(&pool->lock);
+	list_for_each(pos, &pool->roots) {
+		if (++n > TDP_ZAP_TEST_MAX_LIST) {
+			n = -1;
+			break;
+		}
+	}
+	spin_unlock(&pool->lock);
+	return n;
+}
+
+/*
+ * The bound on what a burst leaves to the workers: with the workers
+ * hidden from the kicks, each memslot deletion of a burst leaves its
+ * predecessors' roots queued, up to TDP_ZAP_MAX_EARLIER of them; the wait
+ * of the deletion that finds more claims and zaps every chunk of every
+ * root itself, and the pool is empty when it returns.
+ */
+static void tdp_zap_test_burst_bound(struct kunit *test)
+{
+	struct tdp_zap_test *ctx = test->priv;
+	struct kvm_tdp_zap_pool *pool = tdp_zap_test_create_pool(test);
+	gfn_t c = tdp_zap_test_gfn(10, 3, 0), b;
+	int len[TDP_ZAP_MAX_EARLIER + 2], i;
+
+	KUNIT_ASSERT_TRUE(test, tdp_zap_test_workers_asleep(pool));
+	ctx->hidden_workers = pool->nr_workers;
+	pool->nr_workers = 0;
+	for (i = 0; i < ARRAY_SIZE(len); i++) {
+		if (i)
+			kvm_mmu_unload(ctx->vcpu);
+		tdp_zap_test_load_root(test);
+		b = tdp_zap_test_gfn(1 + i, 0, 0);
+		tdp_zap_test_map(test, b);
+		tdp_zap_test_map(test, c);
+		tdp_zap_test_invalidate_range(ctx, b, b + 1);
+		tdp_zap_test_wait_range(ctx, b, b + 1);
+		len[i] = tdp_zap_test_pool_len(pool);
+	}
+	pool->nr_workers = ctx->hidden_workers;
+	ctx->hidden_workers = 0;
+	tdp_mmu_kick_zap_pool(pool);
+
+	for (i = 0; i <= TDP_ZAP_MAX_EARLIER; i++)
+		KUNIT_EXPECT_EQ(test, len[i], i + 1);
+	KUNIT_EXPECT_EQ_MSG(test, len[i], 0,
+			    "a burst left more than %d earlier roots queued",
+			    TDP_ZAP_MAX_EARLIER);
+
+	KUNIT_EXPECT_TRUE(test, tdp_zap_test_workers_finish(pool));
+	tdp_zap_test_flush(ctx);
+	KUNIT_EXPECT_EQ(test, tdp_zap_test_pages_4k(ctx->kvm), 0L);
+	KUNIT_EXPECT_TRUE(test, tdp_zap_test_pool_empty(pool));
 }
 
 /*
@@ -1391,6 +1453,68 @@ static void tdp_zap_test_stuck_claim_all(struct kunit *test)
 	tdp_zap_test_stuck_claim_range(test, 0, -1ULL, 1);
 }
 
+static int tdp_zap_test_flusher_fn(void *data)
+{
+	struct tdp_zap_test_waiter *w = data;
+
+	__tdp_mmu_flush_zap_pool(w->kvm->tdp_mmu_zap_pool);
+	complete(&w->done);
+	return 0;
+}
+
+/*
+ * VM destruction finishes what memslot updates left to the workers, which
+ * may be gone with the VMM (a SIGKILL ends them): with the workers hidden
+ * from the kicks and a root that a wait for a range left queued, the
+ * flush of tdp_mmu_destroy_zap_pool() must zap all of it itself, in a
+ * thread of its own, within TDP_ZAP_TEST_WORKERS_MS.
+ */
+static void tdp_zap_test_destroy_flush(struct kunit *test)
+{
+	struct tdp_zap_test *ctx = test->priv;
+	struct kvm_tdp_zap_pool *pool = tdp_zap_test_create_pool(test);
+	struct tdp_zap_test_waiter w = { .kvm = ctx->kvm };
+	gfn_t a = tdp_zap_test_gfn(1, 0, 0), c = tdp_zap_test_gfn(10, 3, 0);
+	struct kvm_mmu_page *root;
+	struct task_struct *task;
+	bool returned;
+	int queued;
+
+	KUNIT_ASSERT_TRUE(test, tdp_zap_test_workers_asleep(pool));
+	root = tdp_zap_test_load_root(test);
+	tdp_zap_test_map(test, a);
+	tdp_zap_test_map(test, c);
+	ctx->hidden_workers = pool->nr_workers;
+	pool->nr_workers = 0;
+	tdp_zap_test_invalidate_range(ctx, a, a + 1);
+	tdp_zap_test_wait_range(ctx, a, a + 1);
+	KUNIT_ASSERT_EQ(test, tdp_zap_test_leaves(root, c, c + 1), 1);
+
+	init_completion(&w.done);
+	task = kthread_run(tdp_zap_test_flusher_fn, &w, "kvm-tdp-zap-flush");
+	if (IS_ERR(task))
+		KUNIT_FAIL(test, "no thread for the flush: %ld", PTR_ERR(task));
+	returned = !IS_ERR(task) &&
+		   wait_for_completion_timeout(&w.done,
+					       msecs_to_jiffies(TDP_ZAP_TEST_WORKERS_MS));
+	queued = tdp_zap_test_nr_queued(pool, root);
+
+	/* The workers, back, finish what the flush left: @w is on this stack. */
+	pool->nr_workers = ctx->hidden_workers;
+	ctx->hidden_workers = 0;
+	tdp_mmu_kick_zap_pool(pool);
+	if (!IS_ERR(task) && !returned)
+		wait_for_completion(&w.done);
+
+	KUNIT_EXPECT_TRUE_MSG(test, returned,
+			      "the flush waited %d ms for workers that were not there",
+			      TDP_ZAP_TEST_WORKERS_MS);
+	KUNIT_EXPECT_EQ(test, queued, 0);
+	tdp_zap_test_settle(ctx);
+	KUNIT_ASSERT_EQ(test, tdp_zap_test_root_count(ctx->kvm, root), 1);
+	tdp_zap_test_expect_zapped(test, root);
+}
+
 static struct kunit_case tdp_zap_test_cases[] = {
 	KUNIT_CASE(tdp_zap_test_queue_once),
 	KUNIT_CASE(tdp_zap_test_flush_vcpu_ref),
@@ -1403,9 +1527,11 @@ static struct kunit_case tdp_zap_test_cases[] = {
 	KUNIT_CASE(tdp_zap_test_urgent_range),
 	KUNIT_CASE(tdp_zap_test_urgent_older),
 	KUNIT_CASE(tdp_zap_test_burst),
+	KUNIT_CASE(tdp_zap_test_burst_bound),
 	KUNIT_CASE(tdp_zap_test_notifier_reach),
 	KUNIT_CASE(tdp_zap_test_stuck_claim),
 	KUNIT_CASE(tdp_zap_test_stuck_claim_all),
+	KUNIT_CASE(tdp_zap_test_destroy_flush),
 	{}
 };
 
@@ -1483,7 +1609,11 @@ struct tdp_zap_bench_result {
 	u64 block2_ns;
 	/* From the invalidation until the root is zapped and off the pool. */
 	u64 wall_ns;
-	/* CPU time of the task that waited, and of each worker. */
+	/*
+	 * CPU time of the task that waited (in the deletions only), and of
+	 * each worker; softirq work such as the RCU callbacks that free the
+	 * tables is charged to whichever task it interrupted.
+	 */
 	u64 waiter_ns;
 	u64 worker_ns[TDP_ZAP_MAX_WORKERS];
 	int worker_cpu[TDP_ZAP_MAX_WORKERS];
@@ -1596,10 +1726,17 @@ static int tdp_zap_bench_workers(struct kunit *test, struct task_struct **tasks)
 		tasks[n++] = get_task_struct(t);
 	}
 	rcu_read_unlock();
-	for (i = 0; i < n; i++)
-		KUNIT_ASSERT_EQ(test, kunit_add_action_or_reset(test,
-								tdp_zap_bench_put_task,
-								tasks[i]), 0);
+	for (i = 0; i < n; i++) {
+		if (kunit_add_action_or_reset(test, tdp_zap_bench_put_task,
+					      tasks[i]))
+			break;
+	}
+	if (i < n) {
+		/* tasks[i] was put by the failed call. */
+		while (++i < n)
+			put_task_struct(tasks[i]);
+		KUNIT_FAIL_AND_ABORT(test, "no memory for a deferred put");
+	}
 	return n;
 }
 
@@ -1641,8 +1778,8 @@ static void tdp_zap_bench_run(struct kunit *test)
 	if (!mib || mib % 2 || mib > TDP_ZAP_BENCH_MAX_MIB)
 		kunit_skip(test, "kvm.tdp_zap_bench_mib=%u: not an even size up to %u MiB",
 			   mib, TDP_ZAP_BENCH_MAX_MIB);
-	if (mode >= TDP_ZAP_BENCH_TWO && num_online_cpus() < 2)
-		kunit_skip(test, "skipped: two workers need two CPUs");
+	if (mode >= TDP_ZAP_BENCH_TWO && num_online_cpus() != 2)
+		kunit_skip(test, "skipped: the two-worker cases need exactly two CPUs");
 
 	WRITE_ONCE(tdp_mmu_zap_wq, mode != TDP_ZAP_BENCH_STOCK);
 	/* One worker: the VM is created while on one CPU only. */
@@ -1676,6 +1813,7 @@ static void tdp_zap_bench_run(struct kunit *test)
 	tdp_zap_test_invalidate_range(ctx, 0, small_end);
 	tdp_zap_test_wait_range(ctx, 0, small_end);
 	res->block_ns = ktime_get_ns() - t0;
+	res->waiter_ns = task_sched_runtime(current) - waiter0;
 	KUNIT_EXPECT_EQ(test, tdp_zap_test_leaves(root, 0, TDP_ZAP_BENCH_SMALL), 0);
 
 	if (mode != TDP_ZAP_BENCH_HELP) {
@@ -1684,16 +1822,17 @@ static void tdp_zap_bench_run(struct kunit *test)
 		tdp_zap_bench_fill(test, root2, TDP_ZAP_BENCH_SMALL,
 				   TDP_ZAP_BENCH_SMALL);
 		res->sptes += TDP_ZAP_BENCH_SMALL;
+		waiter0 = task_sched_runtime(current);
 		t1 = ktime_get_ns();
 		tdp_zap_test_invalidate_range(ctx, TDP_ZAP_BENCH_SMALL,
 					      2 * TDP_ZAP_BENCH_SMALL);
 		tdp_zap_test_wait_range(ctx, TDP_ZAP_BENCH_SMALL,
 					2 * TDP_ZAP_BENCH_SMALL);
 		res->block2_ns = ktime_get_ns() - t1;
+		res->waiter_ns += task_sched_runtime(current) - waiter0;
 		KUNIT_EXPECT_EQ(test, tdp_zap_test_leaves(root2, TDP_ZAP_BENCH_SMALL,
 							  2 * TDP_ZAP_BENCH_SMALL), 0);
 	}
-	res->waiter_ns = task_sched_runtime(current) - waiter0;
 
 	if (pool)
 		KUNIT_ASSERT_TRUE_MSG(test, tdp_zap_bench_workers_finish(test, pool),
