@@ -60,8 +60,10 @@
  *            page between two reads of its chunk's sequence count: with
  *            no rewrite in between it must read exactly the last
  *            generation, never zero or an older one, as a stale SPTE
- *            that a notifier missed would give.  For the debug tier's
- *            KASAN above all: a vCPU no longer enters an invalid root.
+ *            that a notifier missed in the root the vCPU uses would
+ *            give.  A vCPU no longer enters an invalid root: a miss
+ *            there is not seen by the guest, only by the debug tier's
+ *            checks, if the stale SPTE is used after its page is freed.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
