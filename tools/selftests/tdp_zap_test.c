@@ -600,6 +600,27 @@ static int read_zap_cpus(struct kvm_vm *vm, unsigned long *zaps,
 	return workers;
 }
 
+/*
+ * Until the VM's 4 KiB SPTE count has not changed for 200 ms, at most 10 s:
+ * the workers have finished the roots earlier deletions left them.  A
+ * deletion leaves the roots of earlier ones to the workers (patch 0309),
+ * up to five of them, which together may map more pages than the victim:
+ * assert_old_sptes_gone() needs them gone to tell the victim's SPTEs.
+ */
+static void settle_sptes(struct test_vm *t)
+{
+	uint64_t n = vm_get_stat(t->vm, "pages_4k"), m;
+	double t0 = now_ms();
+	int same = 0;
+
+	while (same < 4 && now_ms() - t0 < 10000) {
+		usleep(50000);
+		m = vm_get_stat(t->vm, "pages_4k");
+		same = m == n ? same + 1 : 0;
+		n = m;
+	}
+}
+
 /* Fill, delete and re-add the victim @iters times. */
 static void delete_victim_rounds(struct test_vm *t, int iters)
 {
@@ -607,6 +628,7 @@ static void delete_victim_rounds(struct test_vm *t, int iters)
 
 	for (it = 0; it < iters; it++) {
 		run_probe(t, PROBE_FILL, VICTIM_GPA, it + 1);
+		settle_sptes(t);
 		set_victim(t, VICTIM_GPA, 0);
 		assert_old_sptes_gone(t, "delete");
 		set_victim(t, VICTIM_GPA, t->victim_pages);
