@@ -1282,7 +1282,7 @@ static int test_bench(uint64_t mib, const char *setting, uint64_t small)
 
 static int spin_stop;
 
-/* What the inversion test changed, put back however it ends. */
+/* What the inversion and race tests changed, put back however they end. */
 static int inv_rt = -1, inv_wq = -1, inv_nx = -1;
 
 /* SCHED_FIFO on @arg's CPU until told to stop, or INVERSION_SPIN_MS. */
@@ -1640,8 +1640,12 @@ static int test_race(uint64_t mib, int rounds)
 
 	TEST_ASSERT(mib >= 2 && !(mib % 2) && mib <= RACE_MAX_MIB && rounds > 0,
 		    "race: MIB even, 2..%d; ROUNDS at least 1", RACE_MAX_MIB);
-	if (orig >= 0)
+	if (orig >= 0) {
+		/* A failed assert of any thread exits: restore it then too. */
+		inv_wq = orig;
+		atexit(inversion_restore);
 		param_write(PARAM_WQ, "Y");
+	}
 	rc.label = orig < 0 ? "stock zap (no kvm.tdp_mmu_zap_wq)" : "tdp_mmu_zap_wq=Y";
 
 	__test_vm_create(&t, RACE_RUNNERS, RACE_VICTIM_PAGES, pages);
@@ -1712,8 +1716,8 @@ static int test_race(uint64_t mib, int rounds)
 		    items, rounds);
 	test_vm_free(&t);
 	race_pages = 0;
-	if (orig >= 0)
-		param_write(PARAM_WQ, orig ? "Y" : "N");
+	inversion_restore();
+	inv_wq = -1;
 	return 0;
 }
 
