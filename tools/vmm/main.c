@@ -65,6 +65,13 @@ static const char usage[] =
 "                      PREFIX once --after-async async faults were taken\n"
 "                      (with tokens outstanding), then stop\n"
 "  --after-async N     see --resnapshot (default 8)\n"
+"  --record-ws FILE    restore, lazy modes: save the guest kernel's working\n"
+"                      set to FILE: the pages a VMM thread stalled on\n"
+"                      (synchronous faults at guest CPL 0, userfaultfd\n"
+"                      faults of vCPU threads), in the order it did\n"
+"  --prefetch-ws FILE  restore, lazy modes: fetch the pages FILE lists\n"
+"                      (recorded on this snapshot) ahead of the guest, in\n"
+"                      --fault-threads more threads\n"
 "  --share-uffd PATH   restore, lazy modes: send the userfaultfd to the\n"
 "                      kbp-vmm observe listening at PATH\n"
 "  --socket PATH       observe: where to listen; it holds the fd it gets\n"
@@ -238,6 +245,8 @@ static void *vcpu_thread(void *arg)
 	struct vm *vm = v->vm;
 	int r, e;
 
+	/* Before any fault of this thread can reach the uffd thread. */
+	__atomic_store_n(&v->tid, gettid(), __ATOMIC_RELAXED);
 	while (!__atomic_load_n(&vm->stop, __ATOMIC_SEQ_CST)) {
 		r = ioctl(v->fd, KVM_RUN, 0);
 		e = errno;
@@ -555,6 +564,10 @@ static void print_result(struct vm *vm)
 	printf(" ready_stale=%llu outstanding=%llu",
 	       (unsigned long long)st->ready_stale,
 	       (unsigned long long)(ae + st->async_ring - st->ready));
+	printf(" prefetched=%llu prefetch_ms=%.0f ws_recorded=%llu",
+	       (unsigned long long)st->prefetched,
+	       st->t_prefetched_ns ? (st->t_prefetched_ns - t0) / 1e6 : -1.0,
+	       (unsigned long long)st->ws_recorded);
 	printf(" rate_alone=%.0f rate_verifying=%.0f share=%.1f\n",
 	       before, during, before ? 100.0 * during / before : 0.0);
 	fflush(stdout);
@@ -579,6 +592,8 @@ int main(int argc, char **argv)
 		{ "after-async", required_argument, NULL, 'A' },
 		{ "timeout", required_argument, NULL, 'T' },
 		{ "share-uffd", required_argument, NULL, 'U' },
+		{ "record-ws", required_argument, NULL, 'W' },
+		{ "prefetch-ws", required_argument, NULL, 'P' },
 		{ "socket", required_argument, NULL, 'O' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "help", no_argument, NULL, 'h' },
@@ -596,6 +611,7 @@ int main(int argc, char **argv)
 
 	t0 = now_ns();
 	vm.mode = -1;
+	vm.main_tid = gettid();
 	while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
 		switch (c) {
 		case 'k':
@@ -646,6 +662,12 @@ int main(int argc, char **argv)
 		case 'U':
 			vm.share_uffd = optarg;
 			break;
+		case 'W':
+			vm.record_ws = optarg;
+			break;
+		case 'P':
+			vm.prefetch_ws = optarg;
+			break;
 		case 'O':
 			sock = optarg;
 			break;
@@ -678,9 +700,10 @@ int main(int argc, char **argv)
 	if (!restore) {
 		if (!kernel || !initrd)
 			die(EXIT_USAGE, "boot needs --kernel and --initrd");
-		if (vm.mode != (enum mem_mode)-1 || resnap || vm.share_uffd)
+		if (vm.mode != (enum mem_mode)-1 || resnap || vm.share_uffd ||
+		    vm.record_ws || vm.prefetch_ws)
 			die(EXIT_USAGE,
-			    "--mode, --resnapshot and --share-uffd are for restore");
+			    "--mode, --resnapshot, --share-uffd, --record-ws and --prefetch-ws are for restore");
 		if (buf * 4 > mem)
 			die(EXIT_USAGE, "--buf %ld MiB needs --mem of at least %ld MiB",
 			    buf, buf * 4);
@@ -706,14 +729,17 @@ int main(int argc, char **argv)
 		if (kernel || initrd)
 			die(EXIT_USAGE,
 			    "--kernel and --initrd are for boot; the snapshot has the guest");
-		if ((resnap || vm.share_uffd) && vm.mode < MODE_UFFD)
+		if ((resnap || vm.share_uffd || vm.record_ws || vm.prefetch_ws) &&
+		    vm.mode < MODE_UFFD)
 			die(EXIT_USAGE,
 			    "%s needs a lazy --mode (uffd, userfault-sync, userfault-async, exitless)",
-			    resnap ? "--resnapshot" : "--share-uffd");
+			    resnap ? "--resnapshot" : vm.share_uffd ? "--share-uffd" :
+			    vm.record_ws ? "--record-ws" : "--prefetch-ws");
 		s = calloc(1, sizeof(*s));
 		if (!s)
 			die(EXIT_USAGE, "out of memory");
 		snapshot_open(snap, s, &mem_fd);
+		vm.snap_id = s->h.id;
 		vm.snapshot_out = resnap;
 		vm.stop_after_async = resnap ? after : -1;
 		vm_create(&vm, s->h.nr_vcpus, s->h.mem_size);
@@ -738,6 +764,8 @@ int main(int argc, char **argv)
 	run_vcpus(&vm, timeout);
 	if (vm.lazy)
 		lazy_stop(&vm);
+	if (vm.record_ws)
+		lazy_save_ws(&vm);
 	if (vm.stop == STOP_SNAPSHOT) {
 		snapshot_save(&vm, restore ? resnap : snap,
 			      vm.lazy ? lazy_image(&vm) : NULL);

@@ -21,9 +21,21 @@
  * - the ring thread (exitless) drains the ring and queues its entries;
  * - fault threads take requests off the queue, install the page, clear
  *   its bit and complete the token with KVM_ASYNC_PF_USER_READY.
+ * - prefetch threads (--prefetch-ws) install the pages of a working set
+ *   recorded on an earlier restore, in the order they were needed then.
  * @state says per page whether it is missing, being fetched or present;
  * a page is fetched once (the thread that moves it out of "missing"), the
- * others wait for "present".  The queue is under @lock.
+ * others wait for "present" (a prefetch thread goes on to its next page
+ * instead).  The queue is under @lock.
+ *
+ * The working set (--record-ws) is the pages a VMM thread stalled on,
+ * in the order it first did: synchronous exits with the guest in kernel
+ * mode, which async #PF cannot cover because Linux takes it in user mode
+ * only, and userfaultfd faults raised by the main or a vCPU thread (KVM's
+ * own accesses, and every fault KVM did not make async in uffd mode).  A
+ * fault an async #PF worker raises comes from a kernel thread and is not
+ * a stall.  Fetched first on the next restore of the same snapshot, these
+ * pages no longer stop a vCPU for a whole fetch (Documentation/vmm.rst).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -33,6 +45,7 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <linux/userfaultfd.h>
@@ -72,6 +85,28 @@ struct lazy {
 	struct kvm_async_pf_user_ring *ring;
 	size_t ring_bytes;
 	uint32_t ring_size, consumer;
+
+	/*
+	 * --record-ws: @ws[0..@nr_ws) in the order the pages were first
+	 * stalled on; @ws_seen says a page is in it.  Appended by any thread,
+	 * written out after they all stopped.
+	 */
+	uint64_t *ws, nr_ws;
+	uint8_t *ws_seen;
+	/* --prefetch-ws: the pages to fetch ahead; the next one to take. */
+	uint64_t *pre, nr_pre, pre_next;
+	int nr_pre_threads, pre_done;
+	pthread_t pre_threads[MAX_FAULT_THREADS];
+};
+
+/* A working-set file: this header, then @nr page numbers (uint64_t). */
+#define WS_MAGIC	0x31535750424bULL	/* "KBPWS1" */
+
+struct ws_header {
+	uint64_t magic;
+	uint64_t id;		/* the snapshot's (struct snap_header) */
+	uint64_t mem_size;
+	uint64_t nr;
 };
 
 bool lazy_present(struct vm *vm, uint64_t page)
@@ -85,12 +120,25 @@ const uint8_t *lazy_image(struct vm *vm)
 	return vm->lazy->image;
 }
 
+/* A VMM thread stalled on @page: the working set has it from now on. */
+static void ws_note(struct lazy *l, uint64_t page)
+{
+	uint8_t no = 0;
+
+	if (!l->ws || !__atomic_compare_exchange_n(&l->ws_seen[page], &no, 1,
+						   false, __ATOMIC_RELAXED,
+						   __ATOMIC_RELAXED))
+		return;
+	l->ws[__atomic_fetch_add(&l->nr_ws, 1, __ATOMIC_RELAXED)] = page;
+}
+
 /*
  * Make @page present: fetch it (the --fetch-us wait stands for the
  * network) and UFFDIO_COPY it from the image, then clear its userfault
- * bit.  If another thread is fetching it, wait for that instead.
+ * bit.  If another thread is fetching it, wait for that instead, unless
+ * !@wait.  Returns true if this call installed the page.
  */
-static void install(struct lazy *l, uint64_t page)
+static bool fetch(struct lazy *l, uint64_t page, bool wait)
 {
 	struct uffdio_copy copy = {
 		.dst = (uintptr_t)l->vm->mem + page * PAGE_SIZE,
@@ -102,10 +150,10 @@ static void install(struct lazy *l, uint64_t page)
 	if (!__atomic_compare_exchange_n(&l->state[page], &expect,
 					 PAGE_FETCHING, false, __ATOMIC_ACQ_REL,
 					 __ATOMIC_ACQUIRE)) {
-		while (__atomic_load_n(&l->state[page], __ATOMIC_ACQUIRE) !=
+		while (wait && __atomic_load_n(&l->state[page], __ATOMIC_ACQUIRE) !=
 		       PAGE_PRESENT)
 			usleep(20);
-		return;
+		return false;
 	}
 	if (l->fetch_us)
 		usleep(l->fetch_us);
@@ -119,6 +167,7 @@ static void install(struct lazy *l, uint64_t page)
 		__atomic_and_fetch(&l->bitmap[page / 8], ~(1u << (page % 8)),
 				   __ATOMIC_RELEASE);
 	__atomic_store_n(&l->state[page], PAGE_PRESENT, __ATOMIC_RELEASE);
+	return true;
 }
 
 static void push(struct lazy *l, uint64_t page, uint64_t token, int vcpu)
@@ -176,10 +225,21 @@ static void *fault_thread(void *arg)
 		 */
 		if (r.token && __atomic_load_n(&l->vm->stop, __ATOMIC_SEQ_CST))
 			continue;
-		install(l, r.page);
+		fetch(l, r.page, true);
 		if (r.token && !__atomic_load_n(&l->vm->stop, __ATOMIC_SEQ_CST))
 			complete(l, &r);
 	}
+}
+
+/* Did a VMM thread raise this fault, i.e. stall on it? */
+static bool vmm_thread(struct vm *vm, pid_t tid)
+{
+	int i;
+
+	for (i = 0; i < vm->nr_vcpus; i++)
+		if (tid == __atomic_load_n(&vm->vcpus[i].tid, __ATOMIC_RELAXED))
+			return true;
+	return tid == vm->main_tid;
 }
 
 /* userfaultfd: faults of the guest (uffd mode) and of KVM itself. */
@@ -201,9 +261,96 @@ static void *uffd_thread(void *arg)
 		if (off >= l->vm->mem_size)
 			die(EXIT_GUEST_FAILED, "userfault outside guest RAM at %#llx",
 			    (unsigned long long)msg.arg.pagefault.address);
+		if (vmm_thread(l->vm, msg.arg.pagefault.feat.ptid))
+			ws_note(l, off / PAGE_SIZE);
 		push(l, off / PAGE_SIZE, 0, 0);
 	}
 	return NULL;
+}
+
+/* --prefetch-ws: fetch the recorded pages in order, beside the faults. */
+static void *prefetch_thread(void *arg)
+{
+	struct lazy *l = arg;
+	uint64_t i;
+
+	while (!__atomic_load_n(&l->stop, __ATOMIC_RELAXED)) {
+		i = __atomic_fetch_add(&l->pre_next, 1, __ATOMIC_RELAXED);
+		if (i >= l->nr_pre)
+			break;
+		if (fetch(l, l->pre[i], false))
+			__atomic_add_fetch(&l->vm->st.prefetched, 1,
+					   __ATOMIC_RELAXED);
+	}
+	if (__atomic_add_fetch(&l->pre_done, 1, __ATOMIC_ACQ_REL) ==
+	    l->nr_pre_threads)
+		l->vm->st.t_prefetched_ns = now_ns();
+	return NULL;
+}
+
+/*
+ * Read the working set @path for this snapshot.  Every misuse ends the
+ * run with one line: not a working set, another snapshot's, damaged.
+ */
+static void ws_load(struct lazy *l, const char *path)
+{
+	struct ws_header h;
+	struct stat st;
+	size_t bytes;
+	uint64_t i;
+	int fd;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		die(EXIT_USAGE, "cannot open the working set %s: %s", path,
+		    strerror(errno));
+	if (fstat(fd, &st) < 0 || pread(fd, &h, sizeof(h), 0) != sizeof(h) ||
+	    h.magic != WS_MAGIC)
+		die(EXIT_USAGE,
+		    "%s is not a kbp-vmm working set (restore --record-ws FILE makes one)",
+		    path);
+	if (h.id != l->vm->snap_id || h.mem_size != l->vm->mem_size)
+		die(EXIT_USAGE,
+		    "%s was recorded on another snapshot than this one; record it again with --record-ws",
+		    path);
+	if (h.nr > l->pages ||
+	    (uint64_t)st.st_size != sizeof(h) + h.nr * sizeof(uint64_t))
+		die(EXIT_USAGE, "%s is damaged (%llu pages, %lld bytes)", path,
+		    (unsigned long long)h.nr, (long long)st.st_size);
+	bytes = h.nr * sizeof(uint64_t);
+	l->pre = malloc(bytes + 1);
+	if (!l->pre)
+		die(EXIT_USAGE, "out of memory");
+	if (pread(fd, l->pre, bytes, sizeof(h)) != (ssize_t)bytes)
+		die(EXIT_USAGE, "cannot read the working set %s", path);
+	for (i = 0; i < h.nr; i++)
+		if (l->pre[i] >= l->pages)
+			die(EXIT_USAGE, "%s is damaged (page %#llx is past guest RAM)",
+			    path, (unsigned long long)l->pre[i]);
+	l->nr_pre = h.nr;
+	close(fd);
+}
+
+/* --record-ws: write what was recorded, after every thread stopped. */
+void lazy_save_ws(struct vm *vm)
+{
+	struct lazy *l = vm->lazy;
+	struct ws_header h = {
+		.magic = WS_MAGIC,
+		.id = vm->snap_id,
+		.mem_size = vm->mem_size,
+		.nr = l->nr_ws,
+	};
+	FILE *f = fopen(vm->record_ws, "w");
+
+	if (!f || fwrite(&h, sizeof(h), 1, f) != 1 ||
+	    fwrite(l->ws, sizeof(l->ws[0]), l->nr_ws, f) != l->nr_ws ||
+	    fclose(f))
+		die(EXIT_USAGE, "cannot write the working set %s: %s",
+		    vm->record_ws, strerror(errno));
+	vm->st.ws_recorded = l->nr_ws;
+	note("working set: %llu pages a VMM thread stalled on, saved to %s",
+	     (unsigned long long)l->nr_ws, vm->record_ws);
 }
 
 /*
@@ -273,7 +420,11 @@ static void ring_setup(struct lazy *l)
 void lazy_setup(struct vm *vm, int image_fd, unsigned int fetch_us,
 		unsigned int threads)
 {
-	struct uffdio_api api = { .api = UFFD_API };
+	struct uffdio_api api = {
+		.api = UFFD_API,
+		/* Which thread faulted: a VMM thread's is a stall (--record-ws). */
+		.features = UFFD_FEATURE_THREAD_ID,
+	};
 	struct uffdio_register reg = {
 		.range = { .start = (uintptr_t)vm->mem, .len = vm->mem_size },
 		.mode = UFFDIO_REGISTER_MODE_MISSING,
@@ -293,6 +444,14 @@ void lazy_setup(struct vm *vm, int image_fd, unsigned int fetch_us,
 	l->state = calloc(l->pages, 1);
 	if (!l->queue || !l->state)
 		die(EXIT_USAGE, "out of memory");
+	if (vm->prefetch_ws)
+		ws_load(l, vm->prefetch_ws);
+	if (vm->record_ws) {
+		l->ws = malloc(l->pages * sizeof(l->ws[0]));
+		l->ws_seen = calloc(l->pages, 1);
+		if (!l->ws || !l->ws_seen)
+			die(EXIT_USAGE, "out of memory");
+	}
 	pthread_mutex_init(&l->lock, NULL);
 	pthread_cond_init(&l->more, NULL);
 
@@ -337,6 +496,16 @@ void lazy_setup(struct vm *vm, int image_fd, unsigned int fetch_us,
 	if (pthread_create(&l->uffd_thread, NULL, uffd_thread, l) ||
 	    (l->ring && pthread_create(&l->ring_thread, NULL, ring_thread, l)))
 		die(EXIT_USAGE, "cannot create a thread");
+	/* As many fetches ahead as the faults may have in flight. */
+	if (l->nr_pre) {
+		note("prefetching %llu pages of the working set %s",
+		     (unsigned long long)l->nr_pre, vm->prefetch_ws);
+		l->nr_pre_threads = threads;
+		for (i = 0; i < threads; i++)
+			if (pthread_create(&l->pre_threads[i], NULL,
+					   prefetch_thread, l))
+				die(EXIT_USAGE, "cannot create a prefetch thread");
+	}
 }
 
 /* The guest's CPL at this exit: did the fault come from its kernel? */
@@ -377,11 +546,13 @@ bool lazy_exit(struct vcpu *v, int run_errno)
 			vm_stop(vm, STOP_SNAPSHOT);
 		return true;
 	}
-	if (vcpu_in_kernel(v))
+	if (vcpu_in_kernel(v)) {
 		v->sync_kernel++;
-	else
+		ws_note(l, page);
+	} else {
 		v->sync_user++;
-	install(l, page);
+	}
+	fetch(l, page, true);
 	return true;
 }
 
@@ -414,6 +585,8 @@ void lazy_stop(struct vm *vm)
 	pthread_mutex_unlock(&l->lock);
 	for (i = 0; i < l->nr_threads; i++)
 		pthread_join(l->threads[i], NULL);
+	for (i = 0; i < l->nr_pre_threads; i++)
+		pthread_join(l->pre_threads[i], NULL);
 	pthread_join(l->uffd_thread, NULL);
 	if (l->ring)
 		pthread_join(l->ring_thread, NULL);

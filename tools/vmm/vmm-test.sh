@@ -11,6 +11,9 @@
 #                                must verify every byte
 #   kbp-vmm-test smp MODE        the same with a guest of 2 vCPUs, booted
 #                                to a snapshot of its own
+#   kbp-vmm-test ws MODE         restore in MODE fetching the guest kernel's
+#                                working set ahead (recorded by "restore
+#                                MODE"): most of its stalls are gone
 #   kbp-vmm-test outstanding     snapshot a restored VM while async #PFs
 #                                are outstanding, restore that
 #   kbp-vmm-test kill MODE       SIGKILL the VMM in the middle of a restore
@@ -152,13 +155,17 @@ restore() {
 
 # restore_check MODE: restore the snapshot at $BASE (booted with
 # $BOOT_ARGS) in MODE; the guest verifies, and in the async modes the
-# trace shows what the real guest took.
+# trace shows what the real guest took.  A lazy mode also records the
+# guest kernel's working set to $BASE-MODE.ws (for "ws MODE").
 restore_check() {
 	mode=$1
 	log=$BASE-$mode.log
+	ws=""
+	[ "$mode" = eager ] || ws="--record-ws $BASE-$mode.ws"
 	base
 	trace_on
-	restore "$mode" "$log"
+	# shellcheck disable=SC2086 # $ws is empty or two words
+	restore "$mode" "$log" $ws
 	trace_off
 	served=$(field served "$log")
 	async=$(field async "$log")
@@ -166,6 +173,11 @@ restore_check() {
 	skern=$(field sync_kernel "$log")
 	say "$mode: pages served $served, async #PFs $async (at CPL 0: $akern), synchronous exits in guest kernel mode $skern"
 	[ "${served:-0}" -gt 0 ] || fail "$mode: no page was served"
+	if [ -n "$ws" ]; then
+		rec=$(field ws_recorded "$log")
+		say "$mode: working set (pages a VMM thread stalled on) $rec"
+		[ "${rec:-0}" -gt 0 ] || fail "$mode: no stall recorded to $BASE-$mode.ws"
+	fi
 	case $mode in
 	userfault-async|exitless)
 		[ -d $TRACE/events/kvm ] || fail "no tracefs in the test VM"
@@ -216,6 +228,40 @@ smp)
 		[ "$n" -ge 2 ] || fail "$2: async #PFs on $n vCPU thread(s), want both"
 		;;
 	esac
+	;;
+ws)
+	# The working set the plain restore in MODE recorded, fetched ahead
+	# by as many threads as serve faults: the pages a VMM thread still
+	# stalls on (recorded again) must drop to under half.  Then misuse.
+	mode=$2
+	[ -f "$BASE-$mode.ws" ] || restore_check "$mode"
+	rec=$(field ws_recorded "$BASE-$mode.log")
+	restore "$mode" "$WORK/ws-$mode.log" --prefetch-ws "$BASE-$mode.ws" \
+		--record-ws "$WORK/ws-$mode-left.ws"
+	pre=$(field prefetched "$WORK/ws-$mode.log")
+	left=$(field ws_recorded "$WORK/ws-$mode.log")
+	say "$mode: stalled pages $rec without prefetch, $left with $pre pages prefetched in $(field prefetch_ms "$WORK/ws-$mode.log") ms; synchronous exits at CPL 0 $(field sync_kernel "$BASE-$mode.log") and $(field sync_kernel "$WORK/ws-$mode.log")"
+	[ "${pre:-0}" -gt 0 ] || fail "$mode: nothing was prefetched"
+	[ $((left * 2)) -lt "$rec" ] ||
+		fail "$mode: $left pages stalled with the working set prefetched, $rec without: want under half"
+	# A working set of another snapshot (its id, bytes 8-15, changed),
+	# one that is not a working set, one cut short: refused in one line.
+	t=$WORK/ws-errors
+	cp "$BASE-$mode.ws" "$t.ws"
+	dd if=/dev/zero of="$t.ws" bs=1 seek=8 count=8 conv=notrunc 2>/dev/null
+	for c in "another snapshot:$t.ws" "not a kbp-vmm working set:$BASE.state" \
+		"restore --record-ws FILE makes one:/dev/null" "damaged:$t.cut"; do
+		head -c 100 "$BASE-$mode.ws" >"$t.cut"
+		"$VMM" restore --snapshot "$BASE" --mode "$mode" \
+			--prefetch-ws "${c#*:}" >"$t.out" 2>"$t.err"
+		rc=$?
+		if ! { [ $rc -eq 2 ] && [ "$(wc -l <"$t.err")" -eq 1 ] &&
+			grep -q "${c%%:*}" "$t.err"; }; then
+			cat "$t.out" "$t.err"
+			fail "--prefetch-ws ${c#*:}: exit $rc (want 2), or not one line with '${c%%:*}'"
+		fi
+		say "--prefetch-ws ${c#*:}: $(cat "$t.err")"
+	done
 	;;
 outstanding)
 	# A restore snapshotted again while the guest waits on tokens: the
@@ -342,6 +388,7 @@ errors)
 	expect 2 "restore needs" -- restore --mode eager
 	expect 2 "from 1 to" -- boot --vcpus 9 --kernel "$DIR/vmlinuz" --initrd "$DIR/kbp-vmm-guest.cpio"
 	expect 2 "say boot, restore or observe" --
+	expect 2 "needs a lazy --mode" -- restore --snapshot "$BASE" --mode eager --prefetch-ws "$t/ws"
 	# A state and an image of different snapshots: the image's id
 	# (bytes 24-31 of its header) changed.
 	cp "$BASE.state" "$t/mixed.state"
@@ -389,16 +436,28 @@ unsupported)
 	;;
 bench)
 	fetch=${2:-2000}
+	# "+ws": the same mode fetching the guest kernel's working set
+	# ahead (--prefetch-ws), as recorded on this snapshot below.
 	if grep -q kvm-backport /sys/module/kvm/version 2>/dev/null; then
-		set=ours modes="eager uffd userfault-sync userfault-async exitless"
+		set=ours modes="eager uffd userfault-sync userfault-async exitless uffd+ws userfault-async+ws exitless+ws"
 	else
-		set=stock modes="eager uffd"
+		set=stock modes="eager uffd uffd+ws"
 	fi
 	# A snapshot of its own: an 8 MiB buffer, 2 verifier threads.
 	if [ ! -f "$WORK/bench.state" ]; then
 		mkdir -p "$WORK"
 		boot_to "$WORK/bench" "$WORK/bench-boot.log" --buf 8 \
 			--verifiers 2 --mem 192 --append noxsave
+	fi
+	# Its working set, recorded once in uffd mode (which both module
+	# sets have) with no fetch time: every +ws row prefetches the same.
+	if [ ! -f "$WORK/bench.ws" ]; then
+		say "bench: recording the guest kernel's working set (uffd mode, about 10 s)"
+		"$VMM" restore --snapshot "$WORK/bench" --mode uffd --quiet \
+			--record-ws "$WORK/bench.ws" --timeout 300 \
+			>"$WORK/bench-record.log" 2>&1 ||
+			{ cat "$WORK/bench-record.log"; fail "bench: recording the working set failed"; }
+		grep "working set" "$WORK/bench-record.log"
 	fi
 	# Rows per set and fetch time: the stock rows of this boot go in
 	# front of ours, each benchmark's own.
@@ -407,28 +466,32 @@ bench)
 	for mode in $modes; do
 		say "bench: $set modules, mode $mode, $fetch us per page"
 		log=$WORK/bench-$set-$mode-$fetch.log
-		"$VMM" restore --snapshot "$WORK/bench" --mode "$mode" --quiet \
-			--fetch-us "$fetch" --timeout 300 >"$log" 2>&1
+		ws=""
+		[ "${mode%+ws}" = "$mode" ] || ws="--prefetch-ws $WORK/bench.ws"
+		# shellcheck disable=SC2086 # $ws is empty or two words
+		"$VMM" restore --snapshot "$WORK/bench" --mode "${mode%+ws}" \
+			--quiet --fetch-us "$fetch" --timeout 300 $ws >"$log" 2>&1
 		rc=$?
 		grep -v '^| count' "$log" | tail -n 3
 		[ $rc -eq 0 ] || fail "bench $mode: kbp-vmm exited $rc"
-		printf '%-6s %-16s %8s %9s %7s %6s %6s %7s %6s\n' "$set" "$mode" \
+		printf '%-6s %-18s %8s %9s %7s %8s %6s %6s %7s %6s\n' "$set" "$mode" \
 			"$(field first_report_ms "$log")" "$(field verified_ms "$log")" \
-			"$(field served "$log")" "$(field async "$log")" \
+			"$(field served "$log")" "$(field prefetched "$log")" \
+			"$(field async "$log")" \
 			"$(field sync "$log")" "$(field sync_kernel "$log")" \
 			"$(field share "$log")" >>"$rows"
 	done
 	# One table; on our modules with the stock rows of this boot.
-	echo "BENCH vmm-restore $fetch us per page fetch, 8 MiB verified by 2 guest threads, 1 vCPU"
-	printf 'BENCH %-6s %-16s %8s %9s %7s %6s %6s %7s %6s\n' modules mode \
-		first_ms verify_ms served async sync sync_k0 share%
+	echo "BENCH vmm-restore $fetch us per page fetch, 8 MiB verified by 2 guest threads, 1 vCPU; working set $(od -An -tu8 -j24 -N8 "$WORK/bench.ws" | tr -d ' ') pages"
+	printf 'BENCH %-6s %-18s %8s %9s %7s %8s %6s %6s %7s %6s\n' modules mode \
+		first_ms verify_ms served prefetch async sync sync_k0 share%
 	for f in "$WORK/bench-stock-$fetch.txt" "$WORK/bench-ours-$fetch.txt"; do
 		[ "$set" = ours ] || [ "$f" = "$rows" ] || continue
 		[ ! -f "$f" ] || sed 's/^/BENCH /' "$f"
 	done
 	;;
 *)
-	echo "usage: kbp-vmm-test boot|restore MODE|smp MODE|outstanding|kill MODE|errors|unsupported|bench [FETCH_US]" >&2
+	echo "usage: kbp-vmm-test boot|restore MODE|smp MODE|ws MODE|outstanding|kill MODE|errors|unsupported|bench [FETCH_US]" >&2
 	exit 2
 	;;
 esac

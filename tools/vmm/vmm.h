@@ -18,6 +18,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 #include <linux/kvm.h>
 
 #define PAGE_SIZE	4096UL
@@ -61,6 +62,7 @@ enum mem_mode {
 struct vcpu {
 	struct vm *vm;
 	int id, fd;
+	pid_t tid;		/* its thread's, set before it first runs */
 	struct kvm_run *run;
 	pthread_t thread;
 	/* Counters of this vCPU's thread (read after it stopped). */
@@ -79,6 +81,9 @@ struct stats {
 	uint64_t rate_during_n, rate_during_sum;	/* counter, verifying */
 	uint64_t rates;		/* counter reports */
 	uint64_t t_first_rate_ns, t_verified_ns;
+	uint64_t prefetched;	/* pages installed ahead by --prefetch-ws */
+	uint64_t t_prefetched_ns;	/* when the last of them was in */
+	uint64_t ws_recorded;	/* pages --record-ws saved */
 };
 
 struct serial {
@@ -102,6 +107,10 @@ struct vm {
 	const char *snapshot_out;	/* where the guest's request saves */
 	long stop_after_async;		/* resnapshot after this many (-1: never) */
 	const char *share_uffd;		/* send the uffd to this socket */
+	const char *record_ws;		/* --record-ws FILE, or NULL */
+	const char *prefetch_ws;	/* --prefetch-ws FILE, or NULL */
+	uint64_t snap_id;		/* the restored snapshot's id */
+	pid_t main_tid;
 	bool quiet;
 
 	/*
@@ -203,6 +212,7 @@ bool lazy_exit(struct vcpu *v, int run_errno);
 void lazy_stop(struct vm *vm);
 void lazy_report(struct vm *vm);
 bool lazy_present(struct vm *vm, uint64_t page);
+void lazy_save_ws(struct vm *vm);
 const uint8_t *lazy_image(struct vm *vm);
 
 /* observe.c: a VMM's userfaultfd held across its death */
