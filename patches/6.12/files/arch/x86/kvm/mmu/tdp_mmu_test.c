@@ -1515,6 +1515,72 @@ static void tdp_zap_test_destroy_flush(struct kunit *test)
 	tdp_zap_test_expect_zapped(test, root);
 }
 
+/*
+ * A worker lets a writer of mmu_lock in between two chunks.  The root
+ * has its first TDP_ZAP_TEST_DENSE chunks full of 4 KiB SPTEs, each of
+ * which takes a worker tens of ms under emulation, and one worker is
+ * kicked: no other task on its CPU asks it to reschedule.  Once it
+ * claimed the first chunk, the test takes mmu_lock for write, as an
+ * mmu_notifier invalidation or a waiter's barrier does, and must get it
+ * before the worker is through the root.  With the preemption model
+ * "none" or "voluntary", rwlock_needbreak() is false on 6.12 and such a
+ * worker yields inside a chunk only when asked to reschedule; since 0310
+ * it also stops between chunks.  Here RCU asks it within milliseconds (a
+ * grace period is always pending), so the case passes without 0310 too:
+ * it guards the property, and the scale benchmark's one-worker deletion
+ * waits show the patch (Documentation/tdp-zap-workers.rst).
+ */
+#define TDP_ZAP_TEST_DENSE	4
+
+static void tdp_zap_test_writer_between_chunks(struct kunit *test)
+{
+	struct tdp_zap_test *ctx = test->priv;
+	struct kvm_tdp_zap_pool *pool = tdp_zap_test_create_pool(test);
+	struct kvm_mmu_page *root;
+	long nr, next, done;
+	unsigned long end;
+	ktime_t start;
+	s64 waited;
+	gfn_t gfn;
+	int chunk;
+
+	if (num_online_cpus() < 2)
+		kunit_skip(test, "skipped: a writer beside a zapping worker needs two CPUs");
+	KUNIT_ASSERT_TRUE(test, tdp_zap_test_workers_asleep(pool));
+	/* One worker kicked: no other task on its CPU makes it reschedule. */
+	ctx->hidden_workers = pool->nr_workers;
+	pool->nr_workers = 1;
+	root = tdp_zap_test_load_root(test);
+	nr = tdp_mmu_zap_nr_chunks(root);
+	for (chunk = 0; chunk < TDP_ZAP_TEST_DENSE; chunk++)
+		for (gfn = 0; gfn < TDP_ZAP_CHUNK_GFNS; gfn++)
+			tdp_zap_test_map(test, tdp_zap_test_gfn(0, chunk, gfn));
+
+	tdp_zap_test_invalidate(ctx);
+	end = jiffies + msecs_to_jiffies(TDP_ZAP_TEST_WORKERS_MS);
+	while (!atomic_long_read(&root->tdp_mmu_zap_next) &&
+	       time_before(jiffies, end))
+		cpu_relax();
+	start = ktime_get();
+	write_lock(&ctx->kvm->mmu_lock);
+	waited = ktime_ms_delta(ktime_get(), start);
+	next = atomic_long_read(&root->tdp_mmu_zap_next);
+	done = atomic_long_read(&root->tdp_mmu_zap_done);
+	write_unlock(&ctx->kvm->mmu_lock);
+
+	kunit_info(test, "the writer waited %lld ms, %ld of %ld chunks done then\n",
+		   waited, done, nr);
+	KUNIT_ASSERT_GT_MSG(test, next, 0L, "no worker claimed a chunk in %d ms",
+			    TDP_ZAP_TEST_WORKERS_MS);
+	KUNIT_EXPECT_LT_MSG(test, done, nr,
+			    "the writer got mmu_lock only after the workers were through the root");
+	pool->nr_workers = ctx->hidden_workers;
+	ctx->hidden_workers = 0;
+	tdp_zap_test_flush(ctx);
+	KUNIT_ASSERT_EQ(test, tdp_zap_test_root_count(ctx->kvm, root), 1);
+	tdp_zap_test_expect_zapped(test, root);
+}
+
 static struct kunit_case tdp_zap_test_cases[] = {
 	KUNIT_CASE(tdp_zap_test_queue_once),
 	KUNIT_CASE(tdp_zap_test_flush_vcpu_ref),
@@ -1532,6 +1598,7 @@ static struct kunit_case tdp_zap_test_cases[] = {
 	KUNIT_CASE(tdp_zap_test_stuck_claim),
 	KUNIT_CASE(tdp_zap_test_stuck_claim_all),
 	KUNIT_CASE(tdp_zap_test_destroy_flush),
+	KUNIT_CASE(tdp_zap_test_writer_between_chunks),
 	{}
 };
 
