@@ -34,8 +34,11 @@
  * only, and userfaultfd faults raised by the main or a vCPU thread (KVM's
  * own accesses, and every fault KVM did not make async in uffd mode).  A
  * fault an async #PF worker raises comes from a kernel thread and is not
- * a stall.  Fetched first on the next restore of the same snapshot, these
- * pages no longer stop a vCPU for a whole fetch (Documentation/vmm.rst).
+ * recorded, although in uffd mode KVM may halt the vCPU until it is
+ * done (its own async #PF for the guest's kernel mode): record in
+ * userfault-sync mode to see those.  Fetched first on the next restore
+ * of the same snapshot, these pages no longer stop a vCPU for a whole
+ * fetch (Documentation/vmm.rst, "The guest kernel's working set").
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -89,10 +92,12 @@ struct lazy {
 	/*
 	 * --record-ws: @ws[0..@nr_ws) in the order the pages were first
 	 * stalled on; @ws_seen says a page is in it.  Appended by any thread,
-	 * written out after they all stopped.
+	 * written out to @ws_fd (opened at setup, so that a path that cannot
+	 * be written fails before the run) after they all stopped.
 	 */
 	uint64_t *ws, nr_ws;
 	uint8_t *ws_seen;
+	int ws_fd;
 	/* --prefetch-ws: the pages to fetch ahead; the next one to take. */
 	uint64_t *pre, nr_pre, pre_next;
 	int nr_pre_threads, pre_done;
@@ -341,14 +346,14 @@ void lazy_save_ws(struct vm *vm)
 		.mem_size = vm->mem_size,
 		.nr = l->nr_ws,
 	};
-	FILE *f = fopen(vm->record_ws, "w");
+	size_t bytes = l->nr_ws * sizeof(l->ws[0]);
 
-	if (!f || fwrite(&h, sizeof(h), 1, f) != 1 ||
-	    fwrite(l->ws, sizeof(l->ws[0]), l->nr_ws, f) != l->nr_ws ||
-	    fclose(f))
+	vm->st.ws_recorded = l->nr_ws;
+	if (pwrite(l->ws_fd, &h, sizeof(h), 0) != sizeof(h) ||
+	    pwrite(l->ws_fd, l->ws, bytes, sizeof(h)) != (ssize_t)bytes ||
+	    close(l->ws_fd))
 		die(EXIT_USAGE, "cannot write the working set %s: %s",
 		    vm->record_ws, strerror(errno));
-	vm->st.ws_recorded = l->nr_ws;
 	note("working set: %llu pages a VMM thread stalled on, saved to %s",
 	     (unsigned long long)l->nr_ws, vm->record_ws);
 }
@@ -451,6 +456,11 @@ void lazy_setup(struct vm *vm, int image_fd, unsigned int fetch_us,
 		l->ws_seen = calloc(l->pages, 1);
 		if (!l->ws || !l->ws_seen)
 			die(EXIT_USAGE, "out of memory");
+		l->ws_fd = open(vm->record_ws,
+				O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		if (l->ws_fd < 0)
+			die(EXIT_USAGE, "cannot write the working set %s: %s",
+			    vm->record_ws, strerror(errno));
 	}
 	pthread_mutex_init(&l->lock, NULL);
 	pthread_cond_init(&l->more, NULL);

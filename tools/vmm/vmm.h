@@ -82,7 +82,7 @@ struct stats {
 	uint64_t rates;		/* counter reports */
 	uint64_t t_first_rate_ns, t_verified_ns;
 	uint64_t prefetched;	/* pages installed ahead by --prefetch-ws */
-	uint64_t t_prefetched_ns;	/* when the last of them was in */
+	uint64_t t_prefetched_ns;	/* when the last prefetch thread ended */
 	uint64_t ws_recorded;	/* pages --record-ws saved */
 };
 
