@@ -1357,9 +1357,10 @@ static void tdp_zap_test_writer_between_chunks(struct kunit *test)
 
 	tdp_zap_test_invalidate(ctx);
 	end = jiffies + msecs_to_jiffies(TDP_ZAP_TEST_WORKERS_MS);
+	/* Not a busy wait: the worker may have been woken on this CPU. */
 	while (!atomic_long_read(&root->tdp_mmu_zap_next) &&
 	       time_before(jiffies, end))
-		cpu_relax();
+		cond_resched();
 	start = ktime_get();
 	write_lock(&ctx->kvm->mmu_lock);
 	waited = ktime_ms_delta(ktime_get(), start);
