@@ -16,6 +16,9 @@
 #                        guest, every memory mode (make check's vmm tier)
 #   make check-host      the same lists on this machine (needs root, VT)
 #   make bench           benchmarks (tools/selftests/bench.list), stock vs ours
+#   make fuzz            the uAPI fuzzer's full campaign and the fault cycles
+#                        on the debug kernel (tools/selftests/fuzz.list);
+#                        SEED=<n> CALLS=<n> for the fuzzer (default 1, 100000)
 #   make check-abi       our exports' CRCs against the distro's (Module.symvers),
 #                        the layouts of KVM's structures against the stock BTF
 #   make deb             build/deb/kvm-backport-dkms_<version>_all.deb (DKMS)
@@ -54,7 +57,7 @@ export KBP_SERIES := $(SERIES)
 endif
 
 .PHONY: all modules check kunit check-debug check-parity check-vmm check-host bench \
-	check-abi deb install uninstall load unload clean help
+	fuzz check-abi deb install uninstall load unload clean help
 
 all: modules
 
@@ -83,6 +86,9 @@ check-host:
 
 bench:
 	@$(RUNNER) bench $(ARGS)
+
+fuzz:
+	@KBP_FUZZ_SEED='$(SEED)' KBP_FUZZ_CALLS='$(CALLS)' $(RUNNER) fuzz $(ARGS)
 
 check-abi:
 	@$(RUNNER) check --tier abi $(ARGS)

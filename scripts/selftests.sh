@@ -91,6 +91,7 @@ if [ "$KSERIES" != "$SELFTEST_SERIES" ]; then
 		die "no selftests of $SELFTEST_SERIES${OURS:+ in $OURS}: building them failed"
 	fi
 	cp -a "$OURS/." "$OUT/backport/"
+	"$TOP/scripts/our-functions.sh" "$KSERIES" >"$OUT/backport/uapi_fuzz.functions"
 	log "built $built upstream selftests into ${OUT#"$TOP"/}, ours are $SELFTEST_SERIES's"
 	exit 0
 fi
@@ -100,4 +101,6 @@ log "building the reference VMM (tools/vmm)"
 make -s -C "$TOP/tools/vmm" UAPI="$SRC/usr/include" OUT="$OUT/backport" \
 	>"$BUILD/vmm-build.log" 2>&1 ||
 	{ cat "$BUILD/vmm-build.log" >&2; die "the reference VMM failed to build"; }
+# The functions of ours whose reach the uAPI fuzzer reports.
+"$TOP/scripts/our-functions.sh" "$KSERIES" >"$OUT/backport/uapi_fuzz.functions"
 log "built $built upstream and $own own selftests into ${OUT#"$TOP"/}"
