@@ -181,7 +181,7 @@ enum fz_op {
 	OP_RUN, OP_READY, OP_UF_REGION, OP_PLAIN_REGION, OP_SCRATCH,
 	OP_ENABLE_CAP, OP_CHECK_EXT, OP_RING_CREATE, OP_RING_MMAP,
 	OP_RING_ACCEPT, OP_RING_CLOSE, OP_VCPU_STATE, OP_NX_TOGGLE,
-	OP_FOREIGN, FZ_NR_OPS
+	OP_FOREIGN, OP_DEBUGFS, FZ_NR_OPS
 };
 
 static const char * const fz_op_name[FZ_NR_OPS] = {
@@ -190,6 +190,7 @@ static const char * const fz_op_name[FZ_NR_OPS] = {
 	"KVM_CHECK_EXTENSION", "KVM_ASYNC_PF_USER_RING", "ring mmap",
 	"KVM_ASYNC_PF_USER_RING_ACCEPT", "ring close/munmap",
 	"vCPU state", "nx_huge_pages", "ioctl from another process",
+	"debugfs tdp_mmu_zap_cpus",
 };
 
 #define FZ_MAX_FUNCS	1024
@@ -813,6 +814,30 @@ static void fz_op_caps(uint64_t *s)
 	fz_check(OP_CHECK_EXT, 0, FZ_OK(0));
 }
 
+/* What else a VMM may do with the ring's mapping: write to it, or fork. */
+static void fz_ring_map_ops(struct fz_ring *rg, uint64_t x)
+{
+	pid_t pid;
+
+	if (x & BIT(16)) {
+		fz_note("ring mprotect PROT_WRITE");
+		fz_check(OP_RING_MMAP, mprotect(rg->map, rg->bytes,
+						PROT_READ | PROT_WRITE),
+			 FZ_OK(EACCES));
+		return;
+	}
+	/* The child's copy counts as the same mapping, until it exits. */
+	fz_note("ring MADV_DOFORK, fork");
+	fz_check(OP_RING_MMAP, madvise(rg->map, rg->bytes, MADV_DOFORK),
+		 FZ_OK(0));
+	pid = fork();
+	TEST_ASSERT(pid >= 0, "fork failed");
+	if (!pid)
+		_exit(0);
+	waitpid(pid, NULL, 0);
+	madvise(rg->map, rg->bytes, MADV_DONTFORK);
+}
+
 static void fz_op_ring(uint64_t *s)
 {
 	struct kvm_async_pf_user_ring_setup setup = { 0 };
@@ -880,6 +905,10 @@ static void fz_op_ring(uint64_t *s)
 		rg->bytes = (rg->bytes + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
 		break;
 	case 2:
+		if (rg->map && !((x >> 12) % 4)) {
+			fz_ring_map_ops(rg, x);
+			break;
+		}
 		if (rg->fd < 0)
 			break;
 		switch ((x >> 8) % 4) {
@@ -988,6 +1017,23 @@ static void fz_op_get_state(uint64_t *s)
 		 FZ_OK(0));
 }
 
+/* Where the zap workers ran: the VM's debugfs file, while it changes. */
+static void fz_op_zap_cpus(void)
+{
+	char path[96], buf[4096];
+	int fd;
+
+	snprintf(path, sizeof(path), "/sys/kernel/debug/kvm/%d-%d/tdp_mmu_zap_cpus",
+		 getpid(), w.vm->fd);
+	fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return;
+	fz_note("read %s", path);
+	fz_check(OP_DEBUGFS, read(fd, buf, sizeof(buf)) < 0 ? -1 : 0,
+		 FZ_OK(0));
+	close(fd);
+}
+
 #define NX_PARAM	"/sys/module/kvm/parameters/nx_huge_pages"
 
 /* nx_huge_pages as the run found it ("" if it cannot be toggled). */
@@ -1042,7 +1088,10 @@ static void *fz_thread(void *arg)
 			fz_op_ring(&s);
 			break;
 		case 18:
-			fz_op_get_state(&s);
+			if (fz_next(&s) % 4)
+				fz_op_get_state(&s);
+			else
+				fz_op_zap_cpus();
 			break;
 		default:
 			/* Rarely: each toggle zaps every VM of the host. */
