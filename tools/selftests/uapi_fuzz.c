@@ -7,7 +7,13 @@
  * lockdep, ODEBUG, kmemleak, WARN, hung tasks).
  *
  *   uapi_fuzz [--seed N] [--calls N] [--threads N] [--procs N]
- *             [--seconds N] [--world-calls N]
+ *             [--seconds N] [--world-calls N] [--kill PERCENT]
+ *             [--functions FILE]
+ *
+ * --seconds bounds the run; given, a run it cuts short fails.  --functions
+ * names kernel functions whose function tracer hits the run reports.
+ * --keep-bitmaps never unmaps a bitmap a slot uses: KVM_RUN then gets no
+ * EFAULT from it (see "Open finding" in Documentation/testing.rst).
  *
  * The run is a sequence of "worlds", --procs of them alive at a time,
  * each a child process with its own VM: FZ_VCPUS vCPUs whose guests turn
@@ -44,7 +50,9 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <asm/kvm_para.h>
@@ -144,8 +152,7 @@ static void fz_guest(uint64_t me, uint64_t seed, uint64_t apf_gpa)
 		switch (r % 16) {
 		case 0:
 			wrmsr(MSR_KVM_ASYNC_PF_INT, FZ_APF_VECTOR);
-			wrmsr(MSR_KVM_ASYNC_PF_EN,
-			      (apf_gpa + me * sizeof(fz_apf[0])) |
+			wrmsr(MSR_KVM_ASYNC_PF_EN, apf_gpa |
 			      KVM_ASYNC_PF_ENABLED |
 			      KVM_ASYNC_PF_DELIVERY_AS_INT |
 			      ((r >> 8) & 1 ? KVM_ASYNC_PF_SEND_ALWAYS : 0));
@@ -194,13 +201,16 @@ static const char * const fz_op_name[FZ_NR_OPS] = {
 };
 
 #define FZ_MAX_FUNCS	1024
+#define FZ_MAX_PROCS	8
 
 struct fz_shared {
 	uint64_t calls;
 	uint64_t hist[FZ_NR_OPS][FZ_NR_ERRNO + 1];
-	/* Function tracer hits of --functions' names, by the tracer child. */
+	/* The calls of the world in each of the parent's slots. */
+	uint64_t world_calls[FZ_MAX_PROCS];
+	/* Function tracer hits of --functions' names, by the guardian. */
 	uint64_t hits[FZ_MAX_FUNCS];
-	bool tracing_done;
+	bool done;	/* the parent's run is over */
 };
 
 static struct fz_shared *shared;
@@ -209,6 +219,7 @@ static struct fz_shared *shared;
 
 static uint64_t opt_seed = 1, opt_calls = 10000, opt_seconds = 600;
 static uint64_t opt_world_calls = 2000, opt_kill = 33;
+static bool opt_keep_bitmaps;
 static int opt_threads = 2, opt_procs = 2;
 static const char *opt_functions;
 
@@ -221,7 +232,12 @@ struct fz_log {
 static __thread struct fz_log fz_log;
 static __thread char fz_who[16] = "main";
 static uint64_t world_seed;
-static int world_nr;
+static int world_nr, world_slot = -1;
+
+static pid_t guardian, parent;
+
+static void fz_parent_cleanup(void);
+static void fz_finish(void);
 
 static void fz_note(const char *fmt, ...)
 {
@@ -247,6 +263,8 @@ static __noreturn __printf(1, 2) void fz_fail(const char *fmt, ...)
 	for (i = fz_log.n > FZ_LOG ? fz_log.n - FZ_LOG : 0; i < fz_log.n; i++)
 		fprintf(stderr, "  call %u: %s\n", i, fz_log.line[i % FZ_LOG]);
 	fflush(stderr);
+	if (world_slot < 0)
+		fz_parent_cleanup();
 	_exit(1);
 }
 
@@ -262,6 +280,9 @@ static void fz_check(enum fz_op op, int ret, const int *ok)
 	int e = ret < 0 ? errno : 0, i;
 
 	__atomic_fetch_add(&shared->calls, 1, __ATOMIC_RELAXED);
+	if (world_slot >= 0)
+		__atomic_fetch_add(&shared->world_calls[world_slot], 1,
+				   __ATOMIC_RELAXED);
 	__atomic_fetch_add(&shared->hist[op][e < FZ_NR_ERRNO ? e : FZ_NR_ERRNO],
 			   1, __ATOMIC_RELAXED);
 	for (i = 0; ok[i] >= 0; i++)
@@ -296,6 +317,8 @@ struct fz_world {
 	uint64_t scratch_gpa;
 	void *scratch_mem;
 	struct fz_ring ring;
+	uint64_t unmaps;	/* bitmaps unmapped while in use */
+	void *no_access;	/* a PROT_NONE page: a bitmap KVM cannot read */
 	uint64_t pool[FZ_POOL];	/* token | vCPU index << 32 */
 	unsigned int nr_pool;
 	uint64_t done[FZ_POOL];	/* tokens READY completed */
@@ -412,12 +435,17 @@ static void fz_vcpu_state(struct kvm_vcpu *vcpu, uint64_t *s)
 	default:
 		/* Turning async #PF off drops the vCPU's items: documented. */
 		fz_note("GET/SET_MSRS MSR_KVM_ASYNC_PF_EN vcpu %u", vcpu->id);
-		ret = ioctl(vcpu->fd, KVM_GET_MSRS, &msrs) == 1 ? 0 : -1;
-		if (!ret) {
+		/* Each returns how many MSRs it did: 1. */
+		ret = ioctl(vcpu->fd, KVM_GET_MSRS, &msrs);
+		if (ret == 1) {
 			if (fz_next(s) & 1)
 				msrs.e.data = 0;
-			ret = ioctl(vcpu->fd, KVM_SET_MSRS, &msrs) == 1 ? 0 : -1;
+			ret = ioctl(vcpu->fd, KVM_SET_MSRS, &msrs);
 		}
+		if (ret == 1)
+			ret = 0;
+		else if (!ret)
+			fz_fail("KVM_GET/SET_MSRS of MSR_KVM_ASYNC_PF_EN did none");
 		break;
 	}
 	fz_check(OP_VCPU_STATE, ret, FZ_OK(0));
@@ -447,8 +475,9 @@ static void fz_memory_fault(struct fz_vcpu *v, struct kvm_run *run,
 	if (async && !(fz_next(s) % 2)) {
 		pthread_mutex_unlock(&w.lock);
 		fz_note("READY vcpu %d token %#lx (its own exit's)", v->i, token);
+		/* Queued until the vCPU enters again: nothing can drop it. */
 		fz_check(OP_READY, fz_ready_ioctl(w.vcpu[v->i], token, 0),
-			 FZ_OK(0, EALREADY, ESTALE));
+			 FZ_OK(0, EALREADY));
 		return;
 	}
 	if (async)
@@ -465,14 +494,19 @@ static void *fz_vcpu_thread(void *arg)
 	struct fz_vcpu *v = arg;
 	struct kvm_vcpu *vcpu = w.vcpu[v->i];
 	struct kvm_run *run = vcpu->run;
-	uint64_t s = v->seed;
+	uint64_t s = v->seed, unmaps;
 	struct ucall uc;
+	bool unmapped;
 	int ret, e;
 
 	snprintf(fz_who, sizeof(fz_who), "vcpu %d", v->i);
 	while (!READ_ONCE(w.stop)) {
 		if (!(fz_next(&s) % 8))
 			fz_vcpu_state(vcpu, &s);
+		pthread_mutex_lock(&w.lock);
+		unmapped = !w.bitmap && w.uf;
+		unmaps = w.unmaps;
+		pthread_mutex_unlock(&w.lock);
 		fz_note("KVM_RUN vcpu %d", v->i);
 		ret = __vcpu_run(vcpu);
 		e = errno;
@@ -481,9 +515,11 @@ static void *fz_vcpu_thread(void *arg)
 			case UCALL_SYNC:
 				break;
 			case UCALL_ABORT:
-				fz_fail("guest assertion at %s:%ld: values %#lx, %#lx",
-					(const char *)uc.args[0], uc.args[1],
-					uc.args[2], uc.args[3]);
+				/* 6.1's layout: text, file, line, values. */
+				fz_fail("%s at %s:%ld: values %#lx, %#lx",
+					(const char *)uc.args[0],
+					(const char *)uc.args[1], uc.args[2],
+					uc.args[3], uc.args[4]);
 			default:
 				fz_fail("guest: ucall %lu (%#lx, %#lx, %#lx): unhandled exception?",
 					uc.cmd, uc.args[0], uc.args[1],
@@ -499,7 +535,8 @@ static void *fz_vcpu_thread(void *arg)
 			fz_memory_fault(v, run, &s);
 			continue;
 		}
-		if (ret && e == EFAULT) {
+		if (ret && e == EFAULT &&
+		    (unmapped || READ_ONCE(w.unmaps) != unmaps)) {
 			/* The bitmap was unmapped under the slot: documented. */
 			fz_check(OP_RUN, ret, FZ_OK(EFAULT));
 			fz_repair_bitmap(&s);
@@ -509,19 +546,25 @@ static void *fz_vcpu_thread(void *arg)
 			fz_check(OP_RUN, ret, FZ_OK(EINTR));
 			continue;
 		}
-		fz_fail("KVM_RUN: %d (%s), exit reason %u (%s)", ret,
-			strerror(e), run->exit_reason,
-			exit_reason_str(run->exit_reason));
+		fz_fail("KVM_RUN: %d (%s), exit %u (%s); userfault %s, bitmap %p%s, %lu unmaps",
+			ret, strerror(e), run->exit_reason,
+			exit_reason_str(run->exit_reason), w.uf ? "on" : "off",
+			w.bitmap, unmapped ? " (unmapped at entry)" : "",
+			w.unmaps);
 	}
 	return NULL;
 }
 
 /* ---- the fuzzing threads ------------------------------------------------ */
 
+/* Where a READY's token came from, which decides the errnos it may get. */
+enum fz_token_src { TOK_POOL, TOK_DONE, TOK_RANDOM, TOK_UNKNOWN };
+
 static void fz_op_ready(uint64_t *s)
 {
 	uint32_t vi = fz_next(s) % FZ_VCPUS, owner;
 	uint64_t token = 0, flags = 0, r = fz_next(s);
+	enum fz_token_src src = TOK_UNKNOWN;
 	unsigned int k;
 	int ret;
 
@@ -530,23 +573,28 @@ static void fz_op_ready(uint64_t *s)
 	case 0:
 	case 1:
 	case 2:
-		/* A live token, on its vCPU or another one. */
+		/* A token an exit or the ring gave, on its vCPU or another. */
 		if (w.nr_pool) {
 			k = (r >> 8) % w.nr_pool;
 			token = (uint32_t)w.pool[k];
 			if (r & BIT(20))
 				vi = w.pool[k] >> 32;
+			src = TOK_POOL;
 		}
 		break;
 	case 3:
-		if (w.nr_done)
+		/* One READY completed. */
+		if (w.nr_done) {
 			token = w.done[(r >> 8) % w.nr_done];
+			src = TOK_DONE;
+		}
 		break;
 	case 4:
 		token = 0;
 		break;
 	case 5:
 		token = (uint32_t)(r >> 16);
+		src = TOK_RANDOM;
 		break;
 	case 6:
 		token = (r >> 16) | BIT_ULL(32 + (r & 15));
@@ -563,9 +611,11 @@ static void fz_op_ready(uint64_t *s)
 	fz_note("READY vcpu %u token %#lx flags %#lx", vi, token, flags);
 	ret = fz_ready_ioctl(w.vcpu[vi], token, flags);
 	owner = token & 0xfff;
-	if (flags && !w.cap)
-		fz_check(OP_READY, ret, FZ_OK(EINVAL, EOPNOTSUPP));
-	else if (flags)
+	/*
+	 * In the kernel's order: flags, the cap, the lookup; then why a
+	 * token that is not queued is not (Documentation/userfault.rst).
+	 */
+	if (flags)
 		fz_check(OP_READY, ret, FZ_OK(EINVAL));
 	else if (!w.cap)
 		fz_check(OP_READY, ret, FZ_OK(EOPNOTSUPP));
@@ -573,6 +623,11 @@ static void fz_op_ready(uint64_t *s)
 		fz_check(OP_READY, ret, FZ_OK(ENOENT));
 	else if (owner != vi)
 		fz_check(OP_READY, ret, FZ_OK(EXDEV));
+	else if (src == TOK_POOL)
+		/* Issued: live, or completed or dropped since. */
+		fz_check(OP_READY, ret, FZ_OK(0, EALREADY, ESTALE));
+	else if (src == TOK_DONE)
+		fz_check(OP_READY, ret, FZ_OK(EALREADY, ESTALE));
 	else
 		fz_check(OP_READY, ret,
 			 FZ_OK(0, ENOENT, EALREADY, ESTALE, EPERM));
@@ -667,18 +722,19 @@ static void fz_op_uf_region(uint64_t *s)
 		fz_check(OP_UF_REGION, fz_uf_region(&uf), FZ_OK(ENOBUFS));
 		break;
 	case 8:
-		/* Not mapped, or not a user address. */
+		/* Not readable, or not a user address. */
 		uf.userfault_bitmap = r & BIT(8) ? 0xffff888000000000ULL :
-				      0x7ff000000000ULL;
+				      (uint64_t)w.no_access;
 		fz_note("USERFAULT_REGION bitmap at %#llx", uf.userfault_bitmap);
 		fz_check(OP_UF_REGION, fz_uf_region(&uf), FZ_OK(EFAULT));
 		break;
 	default:
 		/* Unmap the bitmap in use: the vCPUs get EFAULT and repair. */
 		fz_note("munmap bitmap %p in use", w.bitmap);
-		if (w.bitmap && w.uf) {
+		if (w.bitmap && w.uf && !opt_keep_bitmaps) {
 			munmap(w.bitmap, PAGE_SIZE);
 			w.bitmap = NULL;
+			w.unmaps++;
 		}
 		break;
 	}
@@ -1109,7 +1165,7 @@ static void *fz_thread(void *arg)
  * World @nr: build the VM, send its fds to the parent on @sock, fuzz, and
  * end in one of three ways.
  */
-static __noreturn void fz_world(int nr, uint64_t seed, int sock)
+static __noreturn void fz_world(int nr, int slot, uint64_t seed, int sock)
 {
 	struct fz_thread threads[16];
 	struct sigaction sa = { .sa_handler = fz_sigusr1 };
@@ -1117,7 +1173,12 @@ static __noreturn void fz_world(int nr, uint64_t seed, int sock)
 	int fds[2], i;
 
 	world_nr = nr;
+	world_slot = slot;
 	world_seed = seed;
+	/* A world does not outlive the run, whatever ends it. */
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != parent)
+		_exit(1);
 	sigaction(SIGUSR1, &sa, NULL);
 	memset(&w, 0, sizeof(w));
 	pthread_mutex_init(&w.lock, NULL);
@@ -1135,6 +1196,9 @@ static __noreturn void fz_world(int nr, uint64_t seed, int sock)
 	w.scratch_mem = mmap(NULL, FZ_SCRATCH_SIZE, PROT_READ | PROT_WRITE,
 			     MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	TEST_ASSERT(w.scratch_mem != MAP_FAILED, "mmap failed");
+	w.no_access = mmap(NULL, PAGE_SIZE, PROT_NONE,
+			   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	TEST_ASSERT(w.no_access != MAP_FAILED, "mmap failed");
 	w.ring_max = kvm_check_cap(KVM_CAP_ASYNC_PF_USER_RING);
 	/* Most worlds use async #PF; the others see EOPNOTSUPP and ENXIO. */
 	if (fz_next(&s) % 8) {
@@ -1144,8 +1208,8 @@ static __noreturn void fz_world(int nr, uint64_t seed, int sock)
 	w.bitmap = fz_bitmap_new(&s);
 	fz_repair_bitmap(&s);
 
-	apf_gpa = addr_gva2gpa(w.vm, (vm_vaddr_t)fz_apf);
 	for (i = 0; i < FZ_VCPUS; i++) {
+		apf_gpa = addr_gva2gpa(w.vm, (vm_vaddr_t)&fz_apf[i]);
 		vcpu_init_descriptor_tables(w.vcpu[i]);
 		vcpu_args_set(w.vcpu[i], 3, i, fz_next(&s), apf_gpa);
 	}
@@ -1164,7 +1228,7 @@ static __noreturn void fz_world(int nr, uint64_t seed, int sock)
 	for (i = 0; i < opt_threads; i++) {
 		threads[i].i = i;
 		threads[i].seed = fz_next(&s);
-		threads[i].calls = opt_world_calls / opt_threads;
+		threads[i].calls = opt_world_calls / opt_threads ?: 1;
 		pthread_create(&threads[i].thread, NULL, fz_thread, &threads[i]);
 	}
 	/*
@@ -1254,25 +1318,59 @@ struct fz_child {
 	bool has_fds, killed;
 };
 
+static struct fz_child kids[FZ_MAX_PROCS];
+
+/*
+ * In a new world: the other worlds' sockets and fds are not its own (their
+ * VMs must be destroyed where the run says, not when this world exits).
+ */
+static void fz_close_others(int slot)
+{
+	int j;
+
+	for (j = 0; j < FZ_MAX_PROCS; j++) {
+		if (j == slot || !kids[j].pid)
+			continue;
+		close(kids[j].sock);
+		if (kids[j].has_fds) {
+			close(kids[j].fds[0]);
+			close(kids[j].fds[1]);
+		}
+	}
+}
+
+/* The parent failed: its worlds go, and tracing and nx_huge_pages back. */
+static void fz_parent_cleanup(void)
+{
+	int i;
+
+	for (i = 0; i < FZ_MAX_PROCS; i++)
+		if (kids[i].pid > 0)
+			kill(kids[i].pid, SIGKILL);
+	if (guardian > 0)
+		fz_finish();
+}
+
 static void fz_usage(const char *why)
 {
 	fprintf(stderr, "uapi_fuzz: %s; options: %s %s\n", why,
 		"--seed N --calls N --threads N --procs N --seconds N",
-		"--world-calls N --kill PERCENT --functions FILE");
+		"--world-calls N --kill PERCENT --functions FILE --keep-bitmaps");
 	exit(KSFT_FAIL);
 }
 
-/* ---- coverage: function tracer hits of our functions ------------------ */
+/* ---- coverage, and the guardian ----------------------------------------- */
 
 static char *fn_name[FZ_MAX_FUNCS];
 static bool fn_traced[FZ_MAX_FUNCS];
 static int nr_fn;
-static char tracefs[64];
-static pid_t tracer;
+/* The tracefs directory traced in: an instance of ours when it can be. */
+static char tracefs[128], instance[128];
+static bool tracing;
 
 static int fz_trace_write(const char *file, const char *val, int flags)
 {
-	char path[128];
+	char path[160];
 	int fd, ret;
 
 	snprintf(path, sizeof(path), "%s/%s", tracefs, file);
@@ -1289,52 +1387,89 @@ static int fz_fn_cmp(const void *a, const void *b)
 	return strcmp(*(char * const *)a, *(char * const *)b);
 }
 
-/*
- * Count the hits of each name in the function tracer's output, until the
- * parent says it is done and the pipe is drained.  A process of its own:
- * the parent forks the worlds.
- */
-static __noreturn void fz_tracer(void)
+/* Put the tracing and nx_huge_pages back as the run found them. */
+static void fz_restore(void)
 {
-	static char buf[1 << 16];
-	char path[128], *line, *end, *name, **hit;
-	size_t have = 0;
-	ssize_t n;
 	int fd;
 
-	snprintf(path, sizeof(path), "%s/trace_pipe", tracefs);
-	fd = open(path, O_RDONLY | O_NONBLOCK);
-	TEST_ASSERT(fd >= 0, "cannot open %s", path);
+	if (tracing) {
+		fz_trace_write("tracing_on", "0", O_TRUNC);
+		fz_trace_write("current_tracer", "nop", O_TRUNC);
+		fz_trace_write("set_ftrace_filter", "", O_TRUNC);
+		if (instance[0])
+			rmdir(instance);
+		tracing = false;
+	}
+	if (nx_orig[0]) {
+		fd = open(NX_PARAM, O_WRONLY);
+		if (fd < 0 || write(fd, nx_orig, strlen(nx_orig)) <= 0)
+			pr_info("uapi_fuzz: cannot put nx_huge_pages back to %s\n",
+				nx_orig);
+		if (fd >= 0)
+			close(fd);
+	}
+}
+
+/* Count a chunk of the function tracer's output: complete lines only. */
+static size_t fz_count_hits(char *buf, size_t have)
+{
+	char *line, *end, *name, **hit;
+
+	buf[have] = 0;
+	/* "task-pid [cpu] flags time: function <-caller" */
+	for (line = buf; (end = strchr(line, '\n')); line = end + 1) {
+		*end = 0;
+		name = strstr(line, "] ");
+		name = name ? strstr(name, ": ") : NULL;
+		if (!name)
+			continue;
+		name += 2;
+		name[strcspn(name, " .")] = 0;
+		hit = bsearch(&name, fn_name, nr_fn, sizeof(*fn_name),
+			      fz_fn_cmp);
+		if (hit)
+			shared->hits[hit - fn_name]++;
+	}
+	have = buf + have - line;
+	memmove(buf, line, have);
+	return have;
+}
+
+/*
+ * A process of its own, from the start to the end of the run: it counts
+ * the function tracer's hits (the parent forks the worlds, and must not
+ * be multi-threaded), and if the parent dies, killed by the harness's
+ * time limit, it puts the tracing and nx_huge_pages back; the worlds die
+ * with the parent (PR_SET_PDEATHSIG).
+ */
+static __noreturn void fz_guardian(void)
+{
+	static char buf[1 << 16];
+	char path[160];
+	size_t have = 0;
+	int fd = -1;
+	ssize_t n;
+
+	if (tracing) {
+		snprintf(path, sizeof(path), "%s/trace_pipe", tracefs);
+		fd = open(path, O_RDONLY | O_NONBLOCK);
+		TEST_ASSERT(fd >= 0, "cannot open %s", path);
+	}
 	for (;;) {
 		struct pollfd p = { .fd = fd, .events = POLLIN };
 
+		if (getppid() != parent) {
+			fz_restore();
+			_exit(0);
+		}
 		if (poll(&p, 1, 200) <= 0) {
-			if (__atomic_load_n(&shared->tracing_done,
-					    __ATOMIC_ACQUIRE))
+			if (__atomic_load_n(&shared->done, __ATOMIC_ACQUIRE))
 				break;
 			continue;
 		}
 		n = read(fd, buf + have, sizeof(buf) - 1 - have);
-		if (n <= 0)
-			continue;
-		have += n;
-		buf[have] = 0;
-		/* "task-pid [cpu] flags time: function <-caller" */
-		for (line = buf; (end = strchr(line, '\n')); line = end + 1) {
-			*end = 0;
-			name = strstr(line, "] ");
-			name = name ? strstr(name, ": ") : NULL;
-			if (!name)
-				continue;
-			name += 2;
-			name[strcspn(name, " .")] = 0;
-			hit = bsearch(&name, fn_name, nr_fn, sizeof(*fn_name),
-				      fz_fn_cmp);
-			if (hit)
-				shared->hits[hit - fn_name]++;
-		}
-		have = buf + have - line;
-		memmove(buf, line, have);
+		if (n > 0)
+			have = fz_count_hits(buf, have + n);
 		if (have == sizeof(buf) - 1)
 			have = 0;
 	}
@@ -1351,8 +1486,8 @@ static void fz_coverage_start(void)
 	static const char * const where[] = {
 		"/sys/kernel/tracing", "/sys/kernel/debug/tracing",
 	};
-	char line[128], path[160];
-	unsigned int i;
+	char line[160], path[160];
+	unsigned int i, matched = 0;
 	FILE *f;
 
 	f = fopen(opt_functions, "r");
@@ -1374,6 +1509,17 @@ static void fz_coverage_start(void)
 		pr_info("coverage: no function tracer here (tracefs with set_ftrace_filter)\n");
 		return;
 	}
+	/* An instance of our own leaves the system's tracing alone. */
+	snprintf(instance, sizeof(instance), "%.80s/instances/uapi_fuzz-%d",
+		 tracefs, getpid());
+	snprintf(path, sizeof(path), "%s/set_ftrace_filter", instance);
+	if (!mkdir(instance, 0700) && !access(path, W_OK)) {
+		snprintf(tracefs, sizeof(tracefs), "%s", instance);
+	} else {
+		rmdir(instance);
+		instance[0] = 0;
+	}
+	tracing = true;
 	fz_trace_write("tracing_on", "0", O_TRUNC);
 	fz_trace_write("set_ftrace_filter", "", O_TRUNC);
 	/*
@@ -1388,15 +1534,20 @@ static void fz_coverage_start(void)
 		snprintf(line, sizeof(line), "%s.*\n", fn_name[i]);
 		if (!fz_trace_write("set_ftrace_filter", line, O_APPEND))
 			fn_traced[i] = true;
+		matched += fn_traced[i];
+	}
+	/* An empty filter would trace every function of the kernel. */
+	if (!matched) {
+		pr_info("coverage: none of the %d functions in %s is traceable here\n",
+			nr_fn, opt_functions);
+		fz_restore();
+		tracefs[0] = 0;
+		return;
 	}
 	fz_trace_write("buffer_size_kb", "8192", O_TRUNC);
 	fz_trace_write("trace", "", O_TRUNC);
 	TEST_ASSERT(!fz_trace_write("current_tracer", "function", O_TRUNC),
 		    "cannot select the function tracer");
-	tracer = fork();
-	TEST_ASSERT(tracer >= 0, "fork failed");
-	if (!tracer)
-		fz_tracer();
 	fz_trace_write("tracing_on", "1", O_TRUNC);
 }
 
@@ -1423,17 +1574,19 @@ static void fz_coverage_list(const char *what, bool traced)
 		pr_info("coverage: %s: none\n", what);
 }
 
-static void fz_coverage_end(void)
+/* The end of the run: the guardian has counted everything, report. */
+static void fz_finish(void)
 {
 	int i, traced = 0, reached = 0;
+	bool traced_run = tracefs[0] && tracing;
 
-	if (!tracefs[0])
+	if (tracing)
+		fz_trace_write("tracing_on", "0", O_TRUNC);
+	__atomic_store_n(&shared->done, true, __ATOMIC_RELEASE);
+	waitpid(guardian, NULL, 0);
+	fz_restore();
+	if (!traced_run)
 		return;
-	fz_trace_write("tracing_on", "0", O_TRUNC);
-	__atomic_store_n(&shared->tracing_done, true, __ATOMIC_RELEASE);
-	waitpid(tracer, NULL, 0);
-	fz_trace_write("current_tracer", "nop", O_TRUNC);
-	fz_trace_write("set_ftrace_filter", "", O_TRUNC);
 
 	for (i = 0; i < nr_fn; i++) {
 		traced += fn_traced[i];
@@ -1477,12 +1630,13 @@ int main(int argc, char *argv[])
 		{ "world-calls", required_argument, NULL, 'w' },
 		{ "kill", required_argument, NULL, 'k' },
 		{ "functions", required_argument, NULL, 'f' },
+		{ "keep-bitmaps", no_argument, NULL, 'b' },
 		{ }
 	};
-	struct fz_child kids[8] = { 0 };
 	uint64_t s, worlds = 0, killed = 0, last_report = 0;
 	double t0;
 	int c, i, e, status, failed = 0;
+	bool seconds_given = false;
 
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -1497,10 +1651,11 @@ int main(int argc, char *argv[])
 			opt_threads = fz_num("threads", optarg, 16);
 			break;
 		case 'p':
-			opt_procs = fz_num("procs", optarg, ARRAY_SIZE(kids));
+			opt_procs = fz_num("procs", optarg, FZ_MAX_PROCS);
 			break;
 		case 'S':
 			opt_seconds = fz_num("seconds", optarg, 1 << 30);
+			seconds_given = true;
 			break;
 		case 'w':
 			opt_world_calls = fz_num("world-calls", optarg,
@@ -1511,6 +1666,9 @@ int main(int argc, char *argv[])
 			break;
 		case 'f':
 			opt_functions = optarg;
+			break;
+		case 'b':
+			opt_keep_bitmaps = true;
 			break;
 		default:
 			fz_usage(argv[optind - 1]);
@@ -1543,8 +1701,13 @@ int main(int argc, char *argv[])
 	pr_info("uapi_fuzz --seed %lu --calls %lu --threads %d --procs %d --world-calls %lu --kill %lu (stops after %lu s)\n",
 		opt_seed, opt_calls, opt_threads, opt_procs, opt_world_calls,
 		opt_kill, opt_seconds);
+	parent = getpid();
 	if (opt_functions)
 		fz_coverage_start();
+	guardian = fork();
+	TEST_ASSERT(guardian >= 0, "fork failed");
+	if (!guardian)
+		fz_guardian();
 	t0 = now_ms();
 
 	for (;;) {
@@ -1559,19 +1722,24 @@ int main(int argc, char *argv[])
 			if (!k->pid && more) {
 				k->nr = worlds++;
 				k->seed = fz_next(&s);
-				/* --kill percent of the worlds die by SIGKILL. */
+				/*
+				 * --kill percent of the worlds die by SIGKILL
+				 * at one of their own calls, once their VM is
+				 * built and running.
+				 */
 				k->kill_at_calls = fz_next(&s) % 100 >= opt_kill ?
-					0 : shared->calls + 1 +
-					fz_next(&s) % opt_world_calls;
+					0 : 1 + fz_next(&s) % opt_world_calls;
 				k->killed = false;
 				k->has_fds = false;
+				shared->world_calls[i] = 0;
 				TEST_ASSERT(!socketpair(AF_UNIX, SOCK_STREAM, 0, sv),
 					    "socketpair failed");
 				k->pid = fork();
 				TEST_ASSERT(k->pid >= 0, "fork failed");
 				if (!k->pid) {
+					fz_close_others(i);
 					close(sv[0]);
-					fz_world(k->nr, k->seed, sv[1]);
+					fz_world(k->nr, i, k->seed, sv[1]);
 				}
 				close(sv[1]);
 				k->sock = sv[0];
@@ -1582,8 +1750,8 @@ int main(int argc, char *argv[])
 			alive = true;
 			if (!k->has_fds)
 				k->has_fds = fz_recv_fds(k->sock, k->fds);
-			if (k->kill_at_calls && !k->killed &&
-			    shared->calls >= k->kill_at_calls) {
+			if (k->kill_at_calls && !k->killed && k->has_fds &&
+			    shared->world_calls[i] >= k->kill_at_calls) {
 				kill(k->pid, SIGKILL);
 				k->killed = true;
 			}
@@ -1633,12 +1801,13 @@ int main(int argc, char *argv[])
 		}
 	}
 
-	fz_coverage_end();
-	if (nx_orig[0]) {
-		c = open(NX_PARAM, O_WRONLY);
-		TEST_ASSERT(c >= 0 && write(c, nx_orig, strlen(nx_orig)) > 0,
-			    "cannot put nx_huge_pages back to %s", nx_orig);
-		close(c);
+	fz_finish();
+	if (shared->calls < opt_calls) {
+		/* Time, not --calls, ended it: with --seconds given, a failure. */
+		pr_info("uapi_fuzz: --seconds %lu ended the run at %lu of %lu calls\n",
+			opt_seconds, shared->calls, opt_calls);
+		if (seconds_given && !failed)
+			failed = 1;
 	}
 	t0 = (now_ms() - t0) / 1e3;
 	pr_info("uapi_fuzz: --seed %lu: %lu calls in %.1f s (%.0f calls/s), %lu worlds, %lu killed by SIGKILL, %d failed\n",
