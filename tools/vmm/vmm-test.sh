@@ -410,21 +410,28 @@ errors)
 	rm -f "$t/mixed.state" "$t/mixed.mem"
 	# --timeout ends a run that cannot finish in time (20 ms a page)
 	# with where the vCPU stood: registers and the calls on its stack.
-	"$VMM" restore --snapshot "$BASE" --mode uffd --fetch-us 20000 \
-		--timeout 3 --quiet >"$t/out" 2>"$t/err"
-	rc=$?
-	grep -E "vCPU 0: rip|stack" "$t/out"
-	if ! { [ $rc -eq 1 ] && grep -q "did not finish in time" "$t/err" &&
-		grep -q "vCPU 0: rip 0x" "$t/out" && grep -q "stack:" "$t/out"; }; then
-		cat "$t/out" "$t/err"
-		fail "--timeout: exit $rc (want 1), or no registers and stack of the vCPU"
-	fi
 	# Stopped in the guest kernel, its stack holds the calls that led
-	# there; in user mode the stack is the task's own.
-	if grep -q "vCPU 0: rip .* cpl 0 " "$t/out" &&
-		! grep -Eq "stack:( 0x[0-9a-f]+)+$" "$t/out"; then
-		fail "--timeout: the vCPU stood at CPL 0 and no kernel text address came from its stack"
-	fi
+	# there; in user mode the stack is the task's own.  At the very
+	# entry of an exception from user mode the kernel stack holds only
+	# the user frame: up to 3 runs, one must stop elsewhere.
+	for try in 1 2 3; do
+		"$VMM" restore --snapshot "$BASE" --mode uffd --fetch-us 20000 \
+			--timeout 3 --quiet >"$t/out" 2>"$t/err"
+		rc=$?
+		grep -E "vCPU 0: rip|stack" "$t/out"
+		if ! { [ $rc -eq 1 ] && grep -q "did not finish in time" "$t/err" &&
+			grep -q "vCPU 0: rip 0x" "$t/out" && grep -q "stack:" "$t/out"; }; then
+			cat "$t/out" "$t/err"
+			fail "--timeout: exit $rc (want 1), or no registers and stack of the vCPU"
+		fi
+		if ! grep -q "vCPU 0: rip .* cpl 0 " "$t/out" ||
+			grep -Eq "stack:( 0x[0-9a-f]+)+$" "$t/out"; then
+			break
+		fi
+		[ "$try" -lt 3 ] ||
+			fail "--timeout: 3 times the vCPU stood at CPL 0 and no kernel text address came from its stack"
+		echo "kbp-vmm-test: --timeout stopped at a kernel entry with only a user frame on the stack; again"
+	done
 	;;
 unsupported)
 	# On KVM without our uAPI: the modes that need it are refused with
