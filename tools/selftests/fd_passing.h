@@ -6,6 +6,7 @@
 #ifndef SELFTEST_BACKPORT_FD_PASSING_H
 #define SELFTEST_BACKPORT_FD_PASSING_H
 
+#include <stdbool.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -34,7 +35,12 @@ static inline void send_fds(int sock, int *fds, int nr)
 	TEST_ASSERT(sendmsg(sock, &msg, 0) == 1, "sendmsg failed");
 }
 
-static inline void recv_fds(int sock, int *fds, int nr)
+/*
+ * Receive @nr file descriptors, recvmsg() @flags (MSG_DONTWAIT: if they
+ * are there); false, and -1 in @fds, if none came: the sender closed its
+ * end, or (with MSG_DONTWAIT) has not sent yet.
+ */
+static inline bool try_recv_fds(int sock, int *fds, int nr, int flags)
 {
 	union fd_cmsg u;
 	char data;
@@ -44,14 +50,24 @@ static inline void recv_fds(int sock, int *fds, int nr)
 		.msg_control = u.buf, .msg_controllen = CMSG_SPACE(nr * sizeof(int)),
 	};
 	struct cmsghdr *c;
+	int i;
 
-	TEST_ASSERT(recvmsg(sock, &msg, 0) == 1 && !(msg.msg_flags & MSG_CTRUNC),
-		    "recvmsg failed");
+	for (i = 0; i < nr; i++)
+		fds[i] = -1;
+	if (recvmsg(sock, &msg, flags) != 1)
+		return false;
 	c = CMSG_FIRSTHDR(&msg);
-	TEST_ASSERT(c && c->cmsg_type == SCM_RIGHTS &&
+	TEST_ASSERT(!(msg.msg_flags & MSG_CTRUNC) && c &&
+		    c->cmsg_type == SCM_RIGHTS &&
 		    c->cmsg_len == CMSG_LEN(nr * sizeof(int)),
 		    "no file descriptors from the VMM");
 	memcpy(fds, CMSG_DATA(c), nr * sizeof(int));
+	return true;
+}
+
+static inline void recv_fds(int sock, int *fds, int nr)
+{
+	TEST_ASSERT(try_recv_fds(sock, fds, nr, 0), "recvmsg failed");
 }
 
 #endif

@@ -1283,32 +1283,6 @@ static void fz_foreign(int *fds, uint64_t *s)
 	}
 }
 
-/*
- * The VM and vCPU fds a world sends once its VM is built; false if it died
- * before it sent them (its end of the socket is closed).
- */
-static bool fz_recv_fds(int sock, int *fds)
-{
-	struct pollfd p = { .fd = sock, .events = POLLIN };
-	union fd_cmsg u;
-	char data;
-	struct iovec iov = { .iov_base = &data, .iov_len = 1 };
-	struct msghdr msg = {
-		.msg_iov = &iov, .msg_iovlen = 1,
-		.msg_control = u.buf, .msg_controllen = CMSG_SPACE(2 * sizeof(int)),
-	};
-	struct cmsghdr *c;
-
-	if (poll(&p, 1, 0) != 1 || recvmsg(sock, &msg, MSG_DONTWAIT) != 1)
-		return false;
-	c = CMSG_FIRSTHDR(&msg);
-	TEST_ASSERT(c && c->cmsg_type == SCM_RIGHTS &&
-		    c->cmsg_len == CMSG_LEN(2 * sizeof(int)),
-		    "no file descriptors from the world");
-	memcpy(fds, CMSG_DATA(c), 2 * sizeof(int));
-	return true;
-}
-
 struct fz_child {
 	pid_t pid;
 	int sock, fds[2];
@@ -1749,7 +1723,8 @@ int main(int argc, char *argv[])
 				continue;
 			alive = true;
 			if (!k->has_fds)
-				k->has_fds = fz_recv_fds(k->sock, k->fds);
+				k->has_fds = try_recv_fds(k->sock, k->fds, 2,
+							  MSG_DONTWAIT);
 			if (k->kill_at_calls && !k->killed && k->has_fds &&
 			    shared->world_calls[i] >= k->kill_at_calls) {
 				kill(k->pid, SIGKILL);
@@ -1777,7 +1752,8 @@ int main(int argc, char *argv[])
 				failed++;
 			}
 			if (!k->has_fds)
-				k->has_fds = fz_recv_fds(k->sock, k->fds);
+				k->has_fds = try_recv_fds(k->sock, k->fds, 2,
+							  MSG_DONTWAIT);
 			if (k->has_fds)
 				fz_foreign(k->fds, &s);
 			close(k->sock);
