@@ -12,8 +12,6 @@
  *
  * --seconds bounds the run; given, a run it cuts short fails.  --functions
  * names kernel functions whose function tracer hits the run reports.
- * --keep-bitmaps never unmaps a bitmap a slot uses: KVM_RUN then gets no
- * EFAULT from it (see "Open finding" in Documentation/testing.rst).
  *
  * The run is a sequence of "worlds", --procs of them alive at a time,
  * each a child process with its own VM: FZ_VCPUS vCPUs whose guests turn
@@ -219,7 +217,6 @@ static struct fz_shared *shared;
 
 static uint64_t opt_seed = 1, opt_calls = 10000, opt_seconds = 600;
 static uint64_t opt_world_calls = 2000, opt_kill = 33;
-static bool opt_keep_bitmaps;
 static int opt_threads = 2, opt_procs = 2;
 static const char *opt_functions;
 
@@ -535,8 +532,17 @@ static void *fz_vcpu_thread(void *arg)
 			fz_memory_fault(v, run, &s);
 			continue;
 		}
-		if (ret && e == EFAULT &&
-		    (unmapped || READ_ONCE(w.unmaps) != unmaps)) {
+		/*
+		 * The unmap of a bitmap in use counts itself only after its
+		 * munmap(), both under w.lock: read the count under it too,
+		 * or an EFAULT from an unmap in progress looks like none.
+		 */
+		if (ret && e == EFAULT && !unmapped) {
+			pthread_mutex_lock(&w.lock);
+			unmapped = w.unmaps != unmaps;
+			pthread_mutex_unlock(&w.lock);
+		}
+		if (ret && e == EFAULT && unmapped) {
 			/* The bitmap was unmapped under the slot: documented. */
 			fz_check(OP_RUN, ret, FZ_OK(EFAULT));
 			fz_repair_bitmap(&s);
@@ -729,9 +735,13 @@ static void fz_op_uf_region(uint64_t *s)
 		fz_check(OP_UF_REGION, fz_uf_region(&uf), FZ_OK(EFAULT));
 		break;
 	default:
-		/* Unmap the bitmap in use: the vCPUs get EFAULT and repair. */
-		fz_note("munmap bitmap %p in use", w.bitmap);
-		if (w.bitmap && w.uf && !opt_keep_bitmaps) {
+		/*
+		 * Unmap the bitmap in use: the vCPUs get EFAULT and repair.
+		 * They read w.unmaps under w.lock, which the munmap() and
+		 * the count both happen under.
+		 */
+		if (w.bitmap && w.uf) {
+			fz_note("munmap bitmap %p in use", w.bitmap);
 			munmap(w.bitmap, PAGE_SIZE);
 			w.bitmap = NULL;
 			w.unmaps++;
@@ -1329,7 +1339,7 @@ static void fz_usage(const char *why)
 {
 	fprintf(stderr, "uapi_fuzz: %s; options: %s %s\n", why,
 		"--seed N --calls N --threads N --procs N --seconds N",
-		"--world-calls N --kill PERCENT --functions FILE --keep-bitmaps");
+		"--world-calls N --kill PERCENT --functions FILE");
 	exit(KSFT_FAIL);
 }
 
@@ -1604,7 +1614,6 @@ int main(int argc, char *argv[])
 		{ "world-calls", required_argument, NULL, 'w' },
 		{ "kill", required_argument, NULL, 'k' },
 		{ "functions", required_argument, NULL, 'f' },
-		{ "keep-bitmaps", no_argument, NULL, 'b' },
 		{ }
 	};
 	uint64_t s, worlds = 0, killed = 0, last_report = 0;
@@ -1640,9 +1649,6 @@ int main(int argc, char *argv[])
 			break;
 		case 'f':
 			opt_functions = optarg;
-			break;
-		case 'b':
-			opt_keep_bitmaps = true;
 			break;
 		default:
 			fz_usage(argv[optind - 1]);
