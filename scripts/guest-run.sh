@@ -29,9 +29,10 @@
 #
 # A test's SKIPEXITS are the exit statuses that mean "skipped" (comma
 # separated), RETRIES how many more times a failed run (not a timeout)
-# is repeated before it counts, OUTPUT says which of its output to report ("all", or
-# "failures": the last 40 lines of a failure) and PARAMS the KVM module
-# parameters it needs ("kvm_amd.npt=0,...", "-" for none).  Items up to
+# is repeated before it counts, OUTPUT says which of its output to
+# report ("all", or "failures": the last 40 lines of a failure) and
+# PARAMS the KVM module parameters it needs ("kvm_amd.npt=0,...", "-"
+# for none).  Items up to
 # SKIP were reported by an earlier boot of the same run: tests among them
 # are not run again, loads are done but not reported.
 # No globbing: plan fields and parameters are words, never patterns.
@@ -151,12 +152,13 @@ run_test() {
 		fi
 		reloaded=1
 	fi
-	attempt=1 failed=
+	attempt=1 failed='' secs=0
 	while :; do
 		start=$(now)
 		timeout -s KILL "$limit" "$bin" "$@" </dev/null >"$LOG" 2>&1
 		rc=$?
-		secs=$(( $(now) - start ))
+		# All attempts' time: the result's is the test's cost.
+		secs=$(( secs + $(now) - start ))
 		note=
 		case ",$skips," in
 		*",$rc,"*)

@@ -552,11 +552,12 @@ static void *fz_vcpu_thread(void *arg)
 			fz_check(OP_RUN, ret, FZ_OK(EINTR));
 			continue;
 		}
-		fz_fail("KVM_RUN: %d (%s), exit %u (%s); userfault %s, bitmap %p%s, %lu unmaps",
+		/* The world ends in fz_fail(): the lock is never released. */
+		pthread_mutex_lock(&w.lock);
+		fz_fail("KVM_RUN: %d (%s), exit %u (%s); userfault %s, bitmap %p, %lu unmaps",
 			ret, strerror(e), run->exit_reason,
 			exit_reason_str(run->exit_reason), w.uf ? "on" : "off",
-			w.bitmap, unmapped ? " (unmapped at entry)" : "",
-			w.unmaps);
+			w.bitmap, w.unmaps);
 	}
 	return NULL;
 }
