@@ -206,6 +206,12 @@ struct fz_shared {
 	uint64_t hist[FZ_NR_OPS][FZ_NR_ERRNO + 1];
 	/* The calls of the world in each of the parent's slots. */
 	uint64_t world_calls[FZ_MAX_PROCS];
+	/*
+	 * What the world's VM held for userspace when the world last
+	 * looked: tokens it has not completed, and ring entries it has not
+	 * accepted; the parent counts the worlds it kills with some out.
+	 */
+	uint32_t world_tokens[FZ_MAX_PROCS], world_ring[FZ_MAX_PROCS];
 	/* Function tracer hits of --functions' names, by the guardian. */
 	uint64_t hits[FZ_MAX_FUNCS];
 	bool done;	/* the parent's run is over */
@@ -296,6 +302,7 @@ struct fz_ring {
 	void *map;
 	size_t bytes;
 	uint32_t entries, consumer;
+	uint32_t unaccepted;	/* producer - consumer when last read */
 };
 
 struct fz_world {
@@ -324,10 +331,21 @@ struct fz_world {
 
 static struct fz_world w;
 
+/* Under w.lock. */
+static void fz_count_out(void)
+{
+	if (world_slot < 0)
+		return;
+	WRITE_ONCE(shared->world_tokens[world_slot], w.nr_pool);
+	WRITE_ONCE(shared->world_ring[world_slot],
+		   w.ring.fd >= 0 ? w.ring.unaccepted : 0);
+}
+
 static void fz_pool_add(uint64_t token, uint32_t vi)
 {
 	if (w.nr_pool < FZ_POOL)
 		w.pool[w.nr_pool++] = token | (uint64_t)vi << 32;
+	fz_count_out();
 }
 
 static uint8_t *fz_bitmap_new(uint64_t *s)
@@ -648,6 +666,7 @@ static void fz_op_ready(uint64_t *s)
 			break;
 		}
 	}
+	fz_count_out();
 	w.done[w.nr_done < FZ_POOL ? w.nr_done++ : fz_next(s) % FZ_POOL] = token;
 	pthread_mutex_unlock(&w.lock);
 }
@@ -967,6 +986,7 @@ static void fz_op_ring(uint64_t *s)
 		rg->efd = efd;
 		rg->entries = setup.entries;
 		rg->consumer = 0;
+		rg->unaccepted = 0;
 		rg->bytes = sizeof(*h) + setup.entries *
 			    sizeof(struct kvm_async_pf_user_ring_entry);
 		rg->bytes = (rg->bytes + PAGE_SIZE - 1) & ~(PAGE_SIZE - 1);
@@ -1050,6 +1070,8 @@ static void fz_op_ring(uint64_t *s)
 			fz_check(OP_RING_ACCEPT, ret, FZ_OK(0));
 		if (!ret)
 			rg->consumer = count;
+		rg->unaccepted = producer - rg->consumer;
+		fz_count_out();
 		break;
 	default:
 		/* Close the fd or unmap, in either order. */
@@ -1063,6 +1085,7 @@ static void fz_op_ring(uint64_t *s)
 			fz_check(OP_RING_CLOSE, close(rg->fd), FZ_OK(0));
 			close(rg->efd);
 			rg->fd = -1;
+			fz_count_out();
 		}
 		break;
 	}
@@ -1618,6 +1641,7 @@ int main(int argc, char *argv[])
 		{ }
 	};
 	uint64_t s, worlds = 0, killed = 0, last_report = 0;
+	uint64_t killed_tokens = 0, killed_ring = 0;
 	double t0;
 	int c, i, e, status, failed = 0;
 	bool seconds_given = false;
@@ -1713,6 +1737,8 @@ int main(int argc, char *argv[])
 				k->killed = false;
 				k->has_fds = false;
 				shared->world_calls[i] = 0;
+				shared->world_tokens[i] = 0;
+				shared->world_ring[i] = 0;
 				TEST_ASSERT(!socketpair(AF_UNIX, SOCK_STREAM, 0, sv),
 					    "socketpair failed");
 				k->pid = fork();
@@ -1750,6 +1776,8 @@ int main(int argc, char *argv[])
 			if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL &&
 			    k->killed) {
 				killed++;
+				killed_tokens += !!shared->world_tokens[i];
+				killed_ring += !!shared->world_ring[i];
 			} else if (!WIFEXITED(status) || WEXITSTATUS(status)) {
 				pr_info("uapi_fuzz: world %d (seed %#lx) failed: %s %d\n",
 					k->nr, k->seed,
@@ -1796,6 +1824,8 @@ int main(int argc, char *argv[])
 	pr_info("uapi_fuzz: --seed %lu: %lu calls in %.1f s (%.0f calls/s), %lu worlds, %lu killed by SIGKILL, %d failed\n",
 		opt_seed, shared->calls, t0, shared->calls / t0, worlds, killed,
 		failed);
+	pr_info("uapi_fuzz: killed with tokens out that the world had not completed: %lu; with ring entries it had not accepted: %lu\n",
+		killed_tokens, killed_ring);
 	for (c = 0; c < FZ_NR_OPS; c++) {
 		char line[512];
 		int n = 0;
