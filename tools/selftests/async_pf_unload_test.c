@@ -14,12 +14,17 @@
  *
  * The VMM child and the observer are those of async_pf_exit_race_test
  * (async_pf_vmm.h); here the observer resolves the VMM's userfaults while
- * it dies, so that its workers finish before the unload.
+ * it dies, so that its workers finish before the unload.  Meanwhile a
+ * thread toggles kvm.nx_huge_pages, which invalidates the dying VM's
+ * roots and queues their zap to its TDP MMU zap workers
+ * (Documentation/tdp-zap-workers.rst): the VM goes, and the modules
+ * after it, with zap work in flight too.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -29,6 +34,32 @@
 #include "async_pf_vmm.h"
 #include "backport_util.h"
 #include "test_util.h"
+
+#define NX_PARAM	"/sys/module/kvm/parameters/nx_huge_pages"
+
+static bool nx_stop;
+static unsigned long nx_toggles;
+
+/*
+ * Until nx_stop: each write that changes kvm.nx_huge_pages zaps every
+ * VM.  Stopped before the unload, whose sysfs removal it would race.
+ */
+static void *nx_toggler(void *arg)
+{
+	unsigned long i;
+	int fd;
+
+	fd = open(NX_PARAM, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return NULL;
+	for (i = 0; !READ_ONCE(nx_stop); i++) {
+		if (pwrite(fd, i & 1 ? "Y" : "N", 1, 0) == 1)
+			nx_toggles++;
+		usleep(500);
+	}
+	close(fd);
+	return NULL;
+}
 
 static void reload_modules(const char *dir, const char *vendor, int *busy_retries)
 {
@@ -105,10 +136,16 @@ static int test_unload(int cycles, const char *dir)
 	setup_observer();
 
 	for (i = 1; i <= cycles; i++) {
+		pthread_t nx;
 		struct vmm v;
 
 		vmm_start(&v, false);
+		WRITE_ONCE(nx_stop, false);
+		TEST_ASSERT(!pthread_create(&nx, NULL, nx_toggler, NULL),
+			    "cannot start the nx_huge_pages thread");
 		vmm_kill(&v, true);
+		WRITE_ONCE(nx_stop, true);
+		pthread_join(nx, NULL);
 		vmm_release(&v);
 		reload_modules(dir, vendor, &busy_retries);
 		if (i % 10 == 0)
@@ -116,6 +153,8 @@ static int test_unload(int cycles, const char *dir)
 	}
 	pr_info("unload: %d cycles of kill VMM with async #PF queued, unload %s and kvm, reload (%d busy retries)\n",
 		cycles, vendor, busy_retries);
+	pr_info("unload: %lu kvm.nx_huge_pages writes zapped the VMs meanwhile%s\n",
+		nx_toggles, nx_toggles ? "" : " (it cannot be written here)");
 	return 0;
 }
 
