@@ -1324,6 +1324,8 @@ struct fz_child {
 	uint64_t seed, kill_at_calls;
 	double start;
 	bool has_fds, killed;
+	/* Killed only once it also has tokens or ring entries out. */
+	bool kill_with_out;
 };
 
 static struct fz_child kids[FZ_MAX_PROCS];
@@ -1730,10 +1732,13 @@ int main(int argc, char *argv[])
 				/*
 				 * --kill percent of the worlds die by SIGKILL
 				 * at one of their own calls, once their VM is
-				 * built and running.
+				 * built and running; half of those only when
+				 * they also have tokens or ring entries out.
 				 */
 				k->kill_at_calls = fz_next(&s) % 100 >= opt_kill ?
 					0 : 1 + fz_next(&s) % opt_world_calls;
+				k->kill_with_out = k->kill_at_calls &&
+						   fz_next(&s) & 1;
 				k->killed = false;
 				k->has_fds = false;
 				shared->world_calls[i] = 0;
@@ -1759,7 +1764,10 @@ int main(int argc, char *argv[])
 				k->has_fds = try_recv_fds(k->sock, k->fds, 2,
 							  MSG_DONTWAIT);
 			if (k->kill_at_calls && !k->killed && k->has_fds &&
-			    shared->world_calls[i] >= k->kill_at_calls) {
+			    shared->world_calls[i] >= k->kill_at_calls &&
+			    (!k->kill_with_out ||
+			     READ_ONCE(shared->world_tokens[i]) ||
+			     READ_ONCE(shared->world_ring[i]))) {
 				kill(k->pid, SIGKILL);
 				k->killed = true;
 			}
