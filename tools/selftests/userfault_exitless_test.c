@@ -15,10 +15,10 @@
  *	Every bad ring request and mapping gets its errno; the VM then runs
  *	the exitless flow to the end.
  *
- *   userfault_exitless_test teardown
+ *   userfault_exitless_test teardown [vms]
  *	The ring closed with an entry read, and with one unread (KVM must
  *	complete that one), async #PF turned off and VMs destroyed with
- *	entries outstanding.
+ *	entries outstanding (vms of them, 20 by default).
  *
  * The guest, the VM and the resolver are in userfault_lib.h, the VMM's
  * side of the ring in userfault_ring.h.
@@ -276,7 +276,7 @@ static uint64_t first_ring_token(struct uf_vm *u, struct ring_vmm *rv)
  * the ring still mapped (the mapping holds the VM until munmap).  The
  * debug tier's kmemleak scan and kvm.ko's unload check for leaks.
  */
-static int test_exitless_teardown(void)
+static int test_exitless_teardown(int vms)
 {
 	struct run_stats s = { 0 };
 	struct ring_vmm rv;
@@ -345,7 +345,7 @@ static int test_exitless_teardown(void)
 	pr_info("async #PF turned off with an entry outstanding: READY gets ESTALE\n");
 
 	/* VMs destroyed with entries outstanding, the ring still mapped. */
-	for (iter = 0; iter < 20; iter++) {
+	for (iter = 0; iter < vms; iter++) {
 		uf_vm_create(&u, 4, G_APF);
 		vm_enable_cap(u.vm, KVM_CAP_ASYNC_PF_USER, 0);
 		ring_open(&u, &rv, 8);
@@ -364,7 +364,8 @@ static int test_exitless_teardown(void)
 		munmap(rv.ring, rv.bytes);
 		close(rv.efd);
 	}
-	pr_info("20 VMs destroyed with an entry outstanding and the ring mapped\n");
+	pr_info("%d VMs destroyed with an entry outstanding and the ring mapped\n",
+		vms);
 	return 0;
 }
 
@@ -381,11 +382,11 @@ int main(int argc, char *argv[])
 				     arg_u64(argc, argv, 4, 64), argc == 6);
 	if (!strcmp(mode, "bad-input") && argc == 2)
 		return test_exitless_bad_input();
-	if (!strcmp(mode, "teardown") && argc == 2)
-		return test_exitless_teardown();
+	if (!strcmp(mode, "teardown") && argc <= 3)
+		return test_exitless_teardown(arg_u64(argc, argv, 2, 20));
 
 	fprintf(stderr, "usage: %s async [pages [delay_ms [entries [hold]]]]\n"
 		"       %s bad-input\n"
-		"       %s teardown\n", argv[0], argv[0], argv[0]);
+		"       %s teardown [vms]\n", argv[0], argv[0], argv[0]);
 	return 1;
 }

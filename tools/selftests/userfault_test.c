@@ -28,12 +28,12 @@
  *	Every invalid request gets its documented errno, and the VM then
  *	runs the sync flow to the end.
  *
- *   userfault_test teardown
+ *   userfault_test teardown [vms]
  *	Tokens outstanding when async #PF is turned off, when the VMM exits
- *	and when the VM is destroyed: READY fails afterwards, nothing WARNs,
- *	and nothing leaks (the harness boots with slub_nomerge and unloads
- *	kvm.ko at the end, whose kmem_cache_destroy() reports any async #PF
- *	item left over).
+ *	and when the VM is destroyed (vms times, 20 by default): READY
+ *	fails afterwards, nothing WARNs, and nothing leaks (the harness
+ *	boots with slub_nomerge and unloads kvm.ko at the end, whose
+ *	kmem_cache_destroy() reports any async #PF item left over).
  *
  * pages defaults to 32, delay_ms to 20.  The other userfault tests:
  * userfault_state_test (vCPU state operations at an async exit),
@@ -366,7 +366,7 @@ static int test_bad_input(void)
 
 /* ---- teardown --------------------------------------------------------- */
 
-static int test_teardown(void)
+static int test_teardown(int vms)
 {
 	uint64_t token;
 	struct uf_vm u;
@@ -385,13 +385,13 @@ static int test_teardown(void)
 	pr_info("async #PF turned off with a token outstanding: READY gets ESTALE\n");
 
 	/* VMs destroyed with tokens outstanding, over and over. */
-	for (iter = 0; iter < 20; iter++) {
+	for (iter = 0; iter < vms; iter++) {
 		uf_vm_create(&u, 4, G_APF);
 		vm_enable_cap(u.vm, KVM_CAP_ASYNC_PF_USER, 0);
 		first_token(&u);
 		uf_vm_free(&u);
 	}
-	pr_info("20 VMs destroyed with a token outstanding\n");
+	pr_info("%d VMs destroyed with a token outstanding\n", vms);
 
 	/*
 	 * A VMM that exits with a token outstanding, while another process
@@ -445,14 +445,14 @@ int main(int argc, char *argv[])
 		return test_high_id(arg_u64(argc, argv, 2, 16));
 	if (!strcmp(mode, "bad-input") && argc == 2)
 		return test_bad_input();
-	if (!strcmp(mode, "teardown") && argc == 2)
-		return test_teardown();
+	if (!strcmp(mode, "teardown") && argc <= 3)
+		return test_teardown(arg_u64(argc, argv, 2, 20));
 
 	fprintf(stderr, "usage: %s sync [pages]\n"
 		"       %s async [pages [delay_ms]]\n"
 		"       %s high-id [pages]\n"
 		"       %s bad-input\n"
-		"       %s teardown\n", argv[0], argv[0], argv[0], argv[0],
+		"       %s teardown [vms]\n", argv[0], argv[0], argv[0], argv[0],
 		argv[0]);
 	return 1;
 }
