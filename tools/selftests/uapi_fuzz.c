@@ -1324,7 +1324,10 @@ struct fz_child {
 	uint64_t seed, kill_at_calls;
 	double start;
 	bool has_fds, killed;
-	/* Killed only once it also has tokens or ring entries out. */
+	/*
+	 * Killed only once it also has tokens or ring entries out, or at
+	 * nine tenths of its calls if it never has.
+	 */
 	bool kill_with_out;
 };
 
@@ -1733,7 +1736,8 @@ int main(int argc, char *argv[])
 				 * --kill percent of the worlds die by SIGKILL
 				 * at one of their own calls, once their VM is
 				 * built and running; half of those only when
-				 * they also have tokens or ring entries out.
+				 * they also have tokens or ring entries out
+				 * (or at last at 9/10 of their calls).
 				 */
 				k->kill_at_calls = fz_next(&s) % 100 >= opt_kill ?
 					0 : 1 + fz_next(&s) % opt_world_calls;
@@ -1767,7 +1771,8 @@ int main(int argc, char *argv[])
 			    shared->world_calls[i] >= k->kill_at_calls &&
 			    (!k->kill_with_out ||
 			     READ_ONCE(shared->world_tokens[i]) ||
-			     READ_ONCE(shared->world_ring[i]))) {
+			     READ_ONCE(shared->world_ring[i]) ||
+			     shared->world_calls[i] >= opt_world_calls * 9 / 10)) {
 				kill(k->pid, SIGKILL);
 				k->killed = true;
 			}
