@@ -35,8 +35,6 @@
 #include "backport_util.h"
 #include "test_util.h"
 
-#define NX_PARAM	"/sys/module/kvm/parameters/nx_huge_pages"
-
 static bool nx_stop;
 static unsigned long nx_toggles;
 
@@ -49,7 +47,7 @@ static void *nx_toggler(void *arg)
 	unsigned long i;
 	int fd;
 
-	fd = open(NX_PARAM, O_WRONLY | O_CLOEXEC);
+	fd = open(NX_HUGE_PAGES_PARAM, O_WRONLY | O_CLOEXEC);
 	if (fd < 0)
 		return NULL;
 	for (i = 0; !READ_ONCE(nx_stop); i++) {

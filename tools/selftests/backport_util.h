@@ -15,6 +15,12 @@
 #include "test_util.h"
 
 /*
+ * kvm.nx_huge_pages: a write that changes it zaps every VM's TDP MMU
+ * roots, i.e. queues their zap to the VMs' zap workers.
+ */
+#define NX_HUGE_PAGES_PARAM	"/sys/module/kvm/parameters/nx_huge_pages"
+
+/*
  * What the host puts in every word of test page @page before the guest
  * may read it: never zero, so that a read of a page the host has not
  * provided yet (still zero) fails the guest's check, and different for

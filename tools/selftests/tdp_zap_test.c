@@ -88,7 +88,6 @@
 #include "backport_util.h"
 
 #define PARAM_WQ	"/sys/module/kvm/parameters/tdp_mmu_zap_wq"
-#define PARAM_NX	"/sys/module/kvm/parameters/nx_huge_pages"
 
 /* 6.12's uAPI; the selftests are built on 6.1's headers. */
 #ifndef KVM_X86_QUIRK_SLOT_ZAP_ALL
@@ -492,7 +491,7 @@ static void assert_mmio(struct test_vm *t, uint64_t base, const char *what)
 
 static void stress_vm(int nr_runners, int iters)
 {
-	int nx = param_read(PARAM_NX);
+	int nx = param_read(NX_HUGE_PAGES_PARAM);
 	uint64_t val = 1, p0[MAX_RUNNERS];
 	struct test_vm t;
 	int it, i;
@@ -526,10 +525,10 @@ static void stress_vm(int nr_runners, int iters)
 		run_probe(&t, PROBE_CHECK, VICTIM_GPA, val);
 
 		/* The NX huge page parameter zaps all roots of every VM. */
-		if (nx >= 0 && !access(PARAM_NX, W_OK)) {
-			param_write(PARAM_NX, nx ? "N" : "Y");
+		if (nx >= 0 && !access(NX_HUGE_PAGES_PARAM, W_OK)) {
+			param_write(NX_HUGE_PAGES_PARAM, nx ? "N" : "Y");
 			run_probe(&t, PROBE_CHECK, VICTIM_GPA, val);
-			param_write(PARAM_NX, nx ? "Y" : "N");
+			param_write(NX_HUGE_PAGES_PARAM, nx ? "Y" : "N");
 		}
 	}
 
@@ -1358,7 +1357,7 @@ static void vm_creator(int go, int stop, int out)
 static void inversion_one(uint64_t mib, int pin, int other, double *ms)
 {
 	struct sched_param sp0 = { .sched_priority = 0 };
-	int go[2], stop[2], out[2], nx = param_read(PARAM_NX), workers;
+	int go[2], stop[2], out[2], nx = param_read(NX_HUGE_PAGES_PARAM), workers;
 	unsigned long zaps[CPU_SETSIZE];
 	pthread_t spin;
 	cpu_set_t one;
@@ -1401,7 +1400,7 @@ static void inversion_one(uint64_t mib, int pin, int other, double *ms)
 	usleep(100 * 1000);
 	inv_nx = nx;
 	ms[0] = now_ms();
-	param_write(PARAM_NX, nx ? "N" : "Y");
+	param_write(NX_HUGE_PAGES_PARAM, nx ? "N" : "Y");
 	ms[0] = now_ms() - ms[0];
 	usleep(100 * 1000);
 	TEST_ASSERT(write(stop[1], &c, 1) == 1, "stop the creator");
@@ -1416,7 +1415,7 @@ static void inversion_one(uint64_t mib, int pin, int other, double *ms)
 	TEST_ASSERT(vm_get_stat(t.vm, "pages_4k") < t.victim_pages / 2,
 		    "the toggle left %lu 4 KiB SPTEs of %lu",
 		    vm_get_stat(t.vm, "pages_4k"), t.victim_pages);
-	param_write(PARAM_NX, nx ? "Y" : "N");
+	param_write(NX_HUGE_PAGES_PARAM, nx ? "Y" : "N");
 	inv_nx = -1;
 	pr_info("inversion: %d zap workers, %lu MiB of 4 KiB SPTEs: nx_huge_pages toggled in %.0f ms, slowest of %.0f KVM_CREATE_VM %.0f ms\n",
 		workers, mib, ms[0], ms[2], ms[1]);
@@ -1437,12 +1436,12 @@ static void inversion_restore(void)
 	if (inv_wq >= 0)
 		param_write(PARAM_WQ, inv_wq ? "Y" : "N");
 	if (inv_nx >= 0)
-		param_write(PARAM_NX, inv_nx ? "Y" : "N");
+		param_write(NX_HUGE_PAGES_PARAM, inv_nx ? "Y" : "N");
 }
 
 static int test_inversion(uint64_t mib)
 {
-	int orig = param_read(PARAM_WQ), nx = param_read(PARAM_NX), pin = -1;
+	int orig = param_read(PARAM_WQ), nx = param_read(NX_HUGE_PAGES_PARAM), pin = -1;
 	int other = -1, rt = -1, cpu;
 	double off[3], on[3];
 	char nxval[32] = "";
@@ -1453,13 +1452,13 @@ static int test_inversion(uint64_t mib)
 		print_skip("kvm.tdp_mmu_zap_wq not present (stock modules): no workers to compare");
 		return KSFT_SKIP;
 	}
-	f = fopen(PARAM_NX, "r");
+	f = fopen(NX_HUGE_PAGES_PARAM, "r");
 	if (f) {
 		if (!fgets(nxval, sizeof(nxval), f))
 			nxval[0] = 0;
 		fclose(f);
 	}
-	if (nx < 0 || access(PARAM_NX, W_OK) || !strncmp(nxval, "never", 5)) {
+	if (nx < 0 || access(NX_HUGE_PAGES_PARAM, W_OK) || !strncmp(nxval, "never", 5)) {
 		print_skip("kvm.nx_huge_pages cannot be toggled here (%s)",
 			   nxval[0] ? nxval : "no such parameter");
 		return KSFT_SKIP;

@@ -1124,8 +1124,6 @@ static void fz_op_zap_cpus(void)
 	close(fd);
 }
 
-#define NX_PARAM	"/sys/module/kvm/parameters/nx_huge_pages"
-
 /* nx_huge_pages as the run found it ("" if it cannot be toggled). */
 static char nx_orig[16];
 
@@ -1136,8 +1134,8 @@ static void fz_op_nx(uint64_t *s)
 
 	if (!nx_orig[0])
 		return;
-	fd = open(NX_PARAM, O_WRONLY);
-	TEST_ASSERT(fd >= 0, "cannot open %s", NX_PARAM);
+	fd = open(NX_HUGE_PAGES_PARAM, O_WRONLY);
+	TEST_ASSERT(fd >= 0, "cannot open %s", NX_HUGE_PAGES_PARAM);
 	fz_note("nx_huge_pages=%s", v);
 	ret = write(fd, v, 1) == 1 ? 0 : -1;
 	fz_check(OP_NX_TOGGLE, ret, FZ_OK(0));
@@ -1414,7 +1412,7 @@ static void fz_restore(void)
 		tracing = false;
 	}
 	if (nx_orig[0]) {
-		fd = open(NX_PARAM, O_WRONLY);
+		fd = open(NX_HUGE_PAGES_PARAM, O_WRONLY);
 		if (fd < 0 || write(fd, nx_orig, strlen(nx_orig)) <= 0)
 			pr_info("uapi_fuzz: cannot put nx_huge_pages back to %s\n",
 				nx_orig);
@@ -1695,7 +1693,7 @@ int main(int argc, char *argv[])
 	 * end; "never" cannot be left, and a reader without write access
 	 * cannot toggle it.
 	 */
-	c = open(NX_PARAM, O_RDWR);
+	c = open(NX_HUGE_PAGES_PARAM, O_RDWR);
 	if (c >= 0) {
 		if (read(c, nx_orig, sizeof(nx_orig) - 1) <= 0 ||
 		    !strncmp(nx_orig, "never", 5))
