@@ -1840,6 +1840,7 @@ static void tdp_zap_bench_run(struct kunit *test)
 	u64 t0, t1, waiter0, worker0[TDP_ZAP_MAX_WORKERS];
 	struct task_struct *workers[TDP_ZAP_MAX_WORKERS];
 	struct kvm_mmu_page *root, *root2;
+	struct cpumask *saved = NULL;
 	int i, cpu;
 
 	memset(res, 0, sizeof(*res));
@@ -1850,14 +1851,21 @@ static void tdp_zap_bench_run(struct kunit *test)
 		kunit_skip(test, "skipped: the two-worker cases need exactly two CPUs");
 
 	WRITE_ONCE(tdp_mmu_zap_wq, mode != TDP_ZAP_BENCH_STOCK);
-	/* One worker: the VM is created while on one CPU only. */
+	/*
+	 * One worker: the VM is created while on one CPU only (its workers
+	 * take the creator's CPUs), then the case gets its CPUs back.
+	 */
 	cpu = cpumask_first(cpu_online_mask);
-	if (mode == TDP_ZAP_BENCH_ONE)
+	if (mode == TDP_ZAP_BENCH_ONE) {
+		saved = kunit_kmalloc(test, cpumask_size(), GFP_KERNEL);
+		KUNIT_ASSERT_NOT_NULL(test, saved);
+		cpumask_copy(saved, current->cpus_ptr);
 		KUNIT_ASSERT_EQ(test, set_cpus_allowed_ptr(current, cpumask_of(cpu)), 0);
+	}
 	if (mode != TDP_ZAP_BENCH_STOCK)
 		pool = tdp_zap_test_create_pool(test);
 	if (mode == TDP_ZAP_BENCH_ONE)
-		KUNIT_ASSERT_EQ(test, set_cpus_allowed_ptr(current, cpu_online_mask), 0);
+		KUNIT_ASSERT_EQ(test, set_cpus_allowed_ptr(current, saved), 0);
 	if (pool) {
 		res->workers = tdp_zap_bench_workers(test, workers);
 		KUNIT_ASSERT_EQ(test, res->workers, pool->nr_workers);
