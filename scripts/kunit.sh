@@ -19,7 +19,8 @@
 #   bench  build, then run the TDP MMU zap scale benchmark (suite
 #          kvm_tdp_mmu_zap_bench) at the VM sizes of KBP_ZAP_BENCH_MIB
 #          (MiB, comma-separated; default 1536,6144,24576,65536) on two
-#          vCPUs with multi-threaded TCG, and print its table (make bench)
+#          vCPUs with multi-threaded TCG, KBP_ZAP_BENCH_RUNS times (default
+#          3), and print each run's table and their median (make bench)
 #
 # make kunit (scripts/kbp-test check --tier kunit) does both and judges
 # the results and the kernel's log.
@@ -84,14 +85,15 @@ exec_suites() {
 }
 
 # The zap benchmark needs two CPUs that really run at once: one QEMU
-# thread per vCPU.  Its log: build/<release>/kunit-bench.log.
-bench() {
-	local sizes=${KBP_ZAP_BENCH_MIB:-1536,6144,24576,65536} log=$BUILD/kunit-bench.log
+# thread per vCPU.  It runs KBP_ZAP_BENCH_RUNS times (3 by default), one
+# boot each, at every size: under TCG one run's figures move by tens of
+# percent (the test VM's CPUs are host threads that the host schedules),
+# and a figure of 1 or 2 ms by more, so the table's rows, targets and
+# estimate are printed for each run and then as the median of the runs,
+# figure by figure.  The logs: build/<release>/kunit-bench.<run>.log.
+bench_once() {
+	local sizes=$1 log=$2
 
-	[[ $sizes =~ ^[0-9]+(,[0-9]+)*$ ]] ||
-		die "KBP_ZAP_BENCH_MIB=$sizes: give VM sizes in MiB separated by commas, e.g. 1536,6144"
-	build
-	log "TDP MMU zap scale benchmark at $sizes MiB of 4 KiB SPTEs, 2 vCPUs, multi-threaded TCG (log: ${log#"$TOP"/})"
 	# The kernel's output as it comes: the cases say what they are doing.
 	if ! kunit_py exec --timeout=7200 --raw_output=all \
 		--qemu_args='-cpu max -smp 2 -accel tcg,thread=multi -m 2048' \
@@ -105,8 +107,64 @@ bench() {
 		grep -E '^ *(not ok|# .*(Expected|ASSERT|EXPECT|skip))' "$log" >&2 || true
 		die "the zap benchmark failed (log: $log)"
 	fi
-	# The table: what tdp_zap_bench_table printed, without kunit's prefix.
-	sed -n 's/^.*# tdp_zap_bench_table: //p' "$log"
+}
+
+# The median over the runs' tables (files "$@") of each number in the
+# lines that have the same words in every run: the table's rows, the
+# targets and the 64 TB estimate (not the lines of CPUs, whose numbers
+# name CPUs).
+bench_median() {
+	python3 - "$@" <<'PY'
+import re
+import statistics
+import sys
+
+runs = [[ln for ln in open(f).read().splitlines()
+         if ln.startswith(("|", "targets:", "64 TB"))] for f in sys.argv[1:]]
+for lines in zip(*runs):
+    parts = [re.split(r"(\d+(?:\.\d+)?)", ln) for ln in lines]
+    words = [[w.strip() for w in p[0::2]] for p in parts]
+    if any(w != words[0] for w in words):
+        continue
+    out = parts[0][:]
+    for i in range(1, len(out), 2):
+        med = statistics.median(float(p[i]) for p in parts)
+        tok = out[i]
+        dec = len(tok.split(".")[1]) if "." in tok else 0
+        # Right-aligned in the room of run 1's number and the spaces
+        # before it, so that the table's columns stay where they are.
+        pad = len(out[i - 1]) - len(out[i - 1].rstrip(" "))
+        num = "%.*f" % (dec, med)
+        out[i - 1] = out[i - 1].rstrip(" ")
+        out[i] = num.rjust(pad + len(tok)) if pad > len(num) - len(tok) \
+            else " " * min(pad, 1) + num
+    print("".join(out))
+PY
+}
+
+bench() {
+	local sizes=${KBP_ZAP_BENCH_MIB:-1536,6144,24576,65536}
+	local runs=${KBP_ZAP_BENCH_RUNS:-3} r log tables=()
+
+	[[ $sizes =~ ^[0-9]+(,[0-9]+)*$ ]] ||
+		die "KBP_ZAP_BENCH_MIB=$sizes: give VM sizes in MiB separated by commas, e.g. 1536,6144"
+	[[ $runs =~ ^[1-9][0-9]*$ ]] ||
+		die "KBP_ZAP_BENCH_RUNS=$runs: give the number of runs, 1 or more"
+	build
+	for ((r = 1; r <= runs; r++)); do
+		log=$BUILD/kunit-bench.$r.log
+		log "TDP MMU zap scale benchmark, run $r of $runs, at $sizes MiB of 4 KiB SPTEs, 2 vCPUs, multi-threaded TCG (log: ${log#"$TOP"/})"
+		bench_once "$sizes" "$log"
+		# The table: what tdp_zap_bench_table printed, without kunit's prefix.
+		sed -n 's/^.*# tdp_zap_bench_table: //p' "$log" >"$log.table"
+		echo "Run $r of $runs:"
+		cat "$log.table"
+		tables+=("$log.table")
+	done
+	if ((runs > 1)); then
+		echo "Median of the $runs runs, figure by figure:"
+		bench_median "${tables[@]}"
+	fi
 }
 
 case $ACTION in
