@@ -90,7 +90,8 @@ exec_suites() {
 # percent (the test VM's CPUs are host threads that the host schedules),
 # and a figure of 1 or 2 ms by more, so the table's rows, targets and
 # estimate are printed for each run and then as the median of the runs,
-# figure by figure.  The logs: build/<release>/kunit-bench.<run>.log.
+# figure by figure.  The logs: build/<release>/kunit-bench.<run>.log,
+# and each run's table beside its log (kunit-bench.<run>.log.table).
 bench_once() {
 	local sizes=$1 log=$2
 
@@ -110,25 +111,37 @@ bench_once() {
 }
 
 # The median over the runs' tables (files "$@") of each number in the
-# lines that have the same words in every run: the table's rows, the
-# targets and the 64 TB estimate (not the lines of CPUs, whose numbers
-# name CPUs).
+# lines that have the same words in every run: the table's title and
+# rows, the targets and the 64 TB estimate (not the lines of CPUs, whose
+# numbers name CPUs).  A ratio column is the median of each run's ratio,
+# not the ratio of the medians; with an even number of runs a median is
+# the lower of the middle two, i.e. one run's figure.  A line whose words
+# differ between runs (a ratio printed as "-") is printed as run 1 has
+# it, marked; runs whose tables do not have the same rows fail it.
 bench_median() {
 	python3 - "$@" <<'PY'
 import re
 import statistics
 import sys
 
-runs = [[ln for ln in open(f).read().splitlines()
-         if ln.startswith(("|", "targets:", "64 TB"))] for f in sys.argv[1:]]
+keep = ("TDP MMU zap at scale", "|", "targets:", "64 TB")
+runs = [[ln for ln in open(f).read().splitlines() if ln.startswith(keep)]
+        for f in sys.argv[1:]]
+rows = [[ln.split("|")[1].strip() for ln in r if ln.startswith("|")]
+        for r in runs]
+if not runs[0] or any(len(r) != len(runs[0]) for r in runs) or \
+        any(r != rows[0] for r in rows):
+    sys.exit("the runs' tables do not have the same rows (%s): no median"
+             % ", ".join(sys.argv[1:]))
 for lines in zip(*runs):
     parts = [re.split(r"(\d+(?:\.\d+)?)", ln) for ln in lines]
     words = [[w.strip() for w in p[0::2]] for p in parts]
     if any(w != words[0] for w in words):
+        print("(not the same words in every run; run 1:) " + lines[0])
         continue
     out = parts[0][:]
     for i in range(1, len(out), 2):
-        med = statistics.median(float(p[i]) for p in parts)
+        med = statistics.median_low(float(p[i]) for p in parts)
         tok = out[i]
         dec = len(tok.split(".")[1]) if "." in tok else 0
         # Right-aligned in the room of run 1's number and the spaces
@@ -149,7 +162,7 @@ bench() {
 	[[ $sizes =~ ^[0-9]+(,[0-9]+)*$ ]] ||
 		die "KBP_ZAP_BENCH_MIB=$sizes: give VM sizes in MiB separated by commas, e.g. 1536,6144"
 	[[ $runs =~ ^[1-9][0-9]*$ ]] ||
-		die "KBP_ZAP_BENCH_RUNS=$runs: give the number of runs, 1 or more"
+		die "KBP_ZAP_BENCH_RUNS=$runs: give a whole number of runs, 1 or more, e.g. 3"
 	build
 	for ((r = 1; r <= runs; r++)); do
 		log=$BUILD/kunit-bench.$r.log
