@@ -19,22 +19,61 @@
 #define TRACE_DIR	"/sys/kernel/debug/tracing"
 
 /*
+ * Write @val to the tracefs file @file (relative to TRACE_DIR).  Returns
+ * 0, or -1 if the file is not there (no tracing in this kernel) or the
+ * write failed, e.g. a filter the kernel cannot parse.
+ */
+static inline int trace_write(const char *file, const char *val)
+{
+	char path[256];
+	int fd, ret;
+
+	snprintf(path, sizeof(path), TRACE_DIR "/%s", file);
+	fd = open(path, O_WRONLY);
+	if (fd < 0)
+		return -1;
+	ret = write(fd, val, strlen(val)) == (ssize_t)strlen(val) ? 0 : -1;
+	close(fd);
+	return ret;
+}
+
+/*
  * Write @val ("1" or "0") to the enable file of the kvm event @event.
  * Returns 0, or -1 if the event is not there (no tracing in this kernel)
  * or the write failed.
  */
 static inline int trace_set(const char *event, const char *val)
 {
-	char path[128];
-	int fd, ret;
+	char file[128];
 
-	snprintf(path, sizeof(path), TRACE_DIR "/events/kvm/%s/enable", event);
-	fd = open(path, O_WRONLY);
-	if (fd < 0)
-		return -1;
-	ret = write(fd, val, 1) == 1 ? 0 : -1;
-	close(fd);
-	return ret;
+	snprintf(file, sizeof(file), "events/kvm/%s/enable", event);
+	return trace_write(file, val);
+}
+
+/*
+ * Events lost to a full buffer since it was last cleared, over all CPUs
+ * (the "overrun" lines of per_cpu/cpu<N>/stats): a count made from the
+ * buffer is exact only if this is 0.
+ */
+static inline uint64_t trace_overrun(void)
+{
+	char path[128], line[128];
+	uint64_t n = 0, v;
+	int cpu;
+	FILE *f;
+
+	for (cpu = 0; ; cpu++) {
+		snprintf(path, sizeof(path), TRACE_DIR "/per_cpu/cpu%d/stats",
+			 cpu);
+		f = fopen(path, "r");
+		if (!f)
+			break;
+		while (fgets(line, sizeof(line), f))
+			if (sscanf(line, "overrun: %lu", &v) == 1)
+				n += v;
+		fclose(f);
+	}
+	return n;
 }
 
 /*

@@ -8,8 +8,9 @@
  *            RUNNERS vCPUs keep reading a dirty-logged (4 KiB SPTEs) slot
  *            while, ITERS times, a dirty-logged victim slot is deleted and
  *            re-added, moved away and back, and kvm.nx_huge_pages toggled.
- *            After each update: no 4 KiB SPTE of the victim is left
- *            (pages_4k), the old range exits to userspace as MMIO, the
+ *            When each update returns, no root maps a page of the
+ *            victim's old place (the SPTE ledger, a trace of every SPTE
+ *            change), the old range exits to userspace as MMIO, the
  *            guest reads back what it wrote; then the VM is destroyed.
  *   confine ITERS  The VMM thread pinned to one CPU creates the VM, its
  *            vCPU threads run anywhere; after ITERS deletions the VM's
@@ -26,6 +27,10 @@
  *            with the victim's SPTEs gone (the deleting thread zaps what it
  *            needs itself) and leave the rest queued; after the thaw the
  *            workers zap it.
+ *   starve ITERS  As freeze, on 6.1 too: the workers starved by the
+ *            VMM's scheduling (SCHED_IDLE on a CPU a SCHED_FIFO task keeps
+ *            with RT throttling off); each deletion from another CPU must
+ *            return with the victim's SPTEs gone (the ledger).
  *   quirk ITERS  KVM_X86_QUIRK_SLOT_ZAP_ALL (6.12): with the quirk
  *            disabled, a deletion zaps the slot's own SPTEs only and no
  *            root: no zap work, the resident slot stays mapped; with it
@@ -86,6 +91,7 @@
 #include "processor.h"
 #include "test_util.h"
 #include "backport_util.h"
+#include "kvm_trace.h"
 
 #define PARAM_WQ	"/sys/module/kvm/parameters/tdp_mmu_zap_wq"
 
@@ -115,6 +121,8 @@
 #define MAX_RUNNERS	4
 #define WORDS_PER_PAGE	(PAGE_SIZE / sizeof(uint64_t))
 #define MMIO_PROBES	4
+/* The largest victim of the tests that keep the SPTE ledger. */
+#define MAX_VICTIM_LEDGER	1024
 #define BENCH_ROUNDS	3
 
 enum { PROBE_FILL = 1, PROBE_CHECK, PROBE_MMIO };
@@ -466,18 +474,190 @@ static void test_vm_free(struct test_vm *t)
 }
 
 /*
- * No 4 KiB SPTE of the victim may be left in the roots in use before the
- * update.  The workers may still be zapping the rest of those roots (the
- * data slot, the guest's code), which is fewer pages than the victim.
+ * bench only: no 4 KiB SPTE of the victim left in the roots in use before
+ * the deletion.  A bound, not a count: the workers may still be zapping
+ * the rest of those roots while the runners fault the same pages into the
+ * new root, so it holds only for a victim far larger than twice what the
+ * runners map (the data slot, the guest's code): the bench's GiBs, not
+ * the other tests' MiB, which use the trace ledger below.
  */
 static void assert_old_sptes_gone(struct test_vm *t, const char *what)
 {
 	uint64_t n = vm_get_stat(t->vm, "pages_4k");
 
-	/* The runners may have faulted in the data slot and their code. */
 	TEST_ASSERT(n < t->victim_pages,
 		    "%s: %lu 4 KiB SPTEs right after it, the %lu of the victim slot survived",
 		    what, n, t->victim_pages);
+}
+
+/*
+ * The exact check that a slot update leaves none of the victim's 4 KiB
+ * SPTEs in any root, the invalid roots the workers have not zapped yet
+ * included: a ledger kept from kvmmmu:kvm_tdp_mmu_spte_changed, which
+ * traces every SPTE change (also each child of a page table a worker
+ * frees), filtered to level 1 and the victim's two places.  Per gfn, an
+ * SPTE becoming present counts +1, one ceasing to be present -1: the sum
+ * is the number of roots that map the page.  Tracing starts where no root
+ * maps the victim (before the guest touched it, or after a checked update
+ * with nothing touching it since), on the global clock, so that the
+ * buffer orders the events of all CPUs as they happened.  A marker is
+ * written when each update returns; there every gfn of both places must
+ * be at 0.  Only the prober touches the victim, and it is stopped while
+ * the host updates the slot: nothing maps it between the return and the
+ * marker.  A worker that zapped a survivor in those few microseconds
+ * would go unseen; a defect that leaves SPTEs behind shows in the rounds.
+ */
+#define SPTE_EVENT	"events/kvmmmu/kvm_tdp_mmu_spte_changed"
+/* SPTE_MMU_PRESENT_MASK, bit 11 on 6.1 and 6.12. */
+#define SPTE_PRESENT	BIT_ULL(11)
+#define MARK		"kbp-zap returned "
+/* Per CPU; a few thousand events of 48 bytes per round. */
+#define LEDGER_BUF_KB	"8192"
+
+static char ledger_saved_kb[32];
+/* The first gfn of the victim's place @i: 0 at VICTIM_GPA, 1 at MOVED_GPA. */
+static uint64_t place_gfn(int i)
+{
+	return (i ? MOVED_GPA : VICTIM_GPA) >> PAGE_SHIFT;
+}
+
+static int64_t ledger[2][MAX_VICTIM_LEDGER];
+static uint64_t ledger_pages, ledger_marks;
+/* Between ledger_start() and ledger_stop(). */
+static bool ledger_on;
+
+static void ledger_start(struct test_vm *t)
+{
+	char filter[256], kb[64] = "";
+	FILE *f;
+
+	TEST_ASSERT(t->victim_pages <= MAX_VICTIM_LEDGER,
+		    "victim of %lu pages, the ledger holds %d",
+		    t->victim_pages, MAX_VICTIM_LEDGER);
+	ledger_pages = t->victim_pages;
+	ledger_marks = 0;
+	f = fopen(TRACE_DIR "/buffer_size_kb", "r");
+	if (f) {
+		if (!fgets(kb, sizeof(kb), f))
+			kb[0] = 0;
+		fclose(f);
+	}
+	/* "7 (expanded: 1408)" before the buffer was first used. */
+	if (strstr(kb, "expanded: "))
+		memmove(kb, strstr(kb, "expanded: ") + 10, strlen(kb));
+	snprintf(ledger_saved_kb, sizeof(ledger_saved_kb), "%lu",
+		 strtoul(kb, NULL, 10));
+	snprintf(filter, sizeof(filter),
+		 "level == 1 && ((gfn >= 0x%lx && gfn < 0x%lx) || (gfn >= 0x%lx && gfn < 0x%lx))",
+		 place_gfn(0), place_gfn(0) + t->victim_pages,
+		 place_gfn(1), place_gfn(1) + t->victim_pages);
+	TEST_ASSERT(!trace_write("trace_clock", "global") &&
+		    !trace_write("buffer_size_kb", LEDGER_BUF_KB) &&
+		    !trace_write(SPTE_EVENT "/filter", filter) &&
+		    !trace_write(SPTE_EVENT "/enable", "1") &&
+		    !trace_write("tracing_on", "1") && !trace_clear(),
+		    "cannot trace kvmmmu:kvm_tdp_mmu_spte_changed in " TRACE_DIR
+		    ": the SPTE ledger needs a kernel with event tracing");
+	ledger_on = true;
+}
+
+/* After the slot update @what of round @round returned. */
+static void ledger_mark(const char *what, int round)
+{
+	char buf[96];
+
+	snprintf(buf, sizeof(buf), MARK "%s %d", what, round);
+	TEST_ASSERT(!trace_write("trace_marker", buf),
+		    "cannot write " TRACE_DIR "/trace_marker");
+	ledger_marks++;
+}
+
+/* Stop tracing, and put back what ledger_start() changed. */
+static void ledger_stop(void)
+{
+	ledger_on = false;
+	trace_write(SPTE_EVENT "/enable", "0");
+	trace_write(SPTE_EVENT "/filter", "0");
+	trace_write("trace_clock", "local");
+	if (strcmp(ledger_saved_kb, "0"))
+		trace_write("buffer_size_kb", ledger_saved_kb);
+}
+
+/*
+ * Fail on gfn @k of place @i, not 0 at marker @mark, printing what the
+ * trace has of it first.
+ */
+static void ledger_fail(const char *mark, int i, uint64_t k)
+{
+	char gfn[32];
+
+	snprintf(gfn, sizeof(gfn), " gfn %lx ", place_gfn(i) + k);
+	trace_lines(gfn, "", true);
+	trace_lines(MARK, "", true);
+	ledger_stop();
+	TEST_ASSERT(!ledger[i][k],
+		    "%s: the victim's gfn 0x%lx was still mapped in %ld root(s) when the update returned (below 0: the trace missed a mapping)",
+		    mark, place_gfn(i) + k, ledger[i][k]);
+}
+
+/*
+ * Replay the trace: at each marker, no 4 KiB SPTE of either place of the
+ * victim may be present in any root.  Then stop tracing.
+ */
+static void ledger_check(void)
+{
+	uint64_t gfn, old, new, k, marks = 0, events = 0;
+	uint64_t overrun = trace_overrun();
+	char line[512], *p;
+	int level, i;
+	FILE *f;
+
+	if (overrun)
+		ledger_stop();
+	TEST_ASSERT(!overrun,
+		    "the trace lost %lu events (buffer of %s KiB per CPU): the SPTE ledger would be incomplete",
+		    overrun, LEDGER_BUF_KB);
+	f = fopen(TRACE_DIR "/trace", "r");
+	TEST_ASSERT(f, "cannot read " TRACE_DIR "/trace");
+	memset(ledger, 0, sizeof(ledger));
+	while (fgets(line, sizeof(line), f)) {
+		if (line[0] == '#')
+			continue;
+		p = strstr(line, MARK);
+		if (p) {
+			p[strcspn(p, "\n")] = 0;
+			for (i = 0; i < 2; i++)
+				for (k = 0; k < ledger_pages; k++)
+					if (ledger[i][k])
+						ledger_fail(p + strlen(MARK), i, k);
+			marks++;
+			continue;
+		}
+		p = strstr(line, "kvm_tdp_mmu_spte_changed: ");
+		if (!p)
+			continue;
+		p = strstr(p, " gfn ");
+		TEST_ASSERT(p && sscanf(p, " gfn %lx level %d old_spte %lx new_spte %lx",
+					&gfn, &level, &old, &new) == 4,
+			    "cannot parse trace line '%s'", line);
+		for (i = 0; i < 2; i++)
+			if (gfn >= place_gfn(i) && gfn < place_gfn(i) + ledger_pages)
+				break;
+		TEST_ASSERT(i < 2, "traced gfn 0x%lx is outside the filter", gfn);
+		k = gfn - place_gfn(i);
+		ledger[i][k] += !!(new & SPTE_PRESENT) - !!(old & SPTE_PRESENT);
+		events++;
+	}
+	fclose(f);
+	ledger_stop();
+	TEST_ASSERT(marks == ledger_marks,
+		    "%lu of %lu markers in the trace", marks, ledger_marks);
+	/* Each update zapped at least the victim's pages. */
+	TEST_ASSERT(events >= marks * ledger_pages,
+		    "%lu victim SPTE changes traced for %lu updates of a %lu-page victim: is the event traced?",
+		    events, marks, ledger_pages);
+	pr_info("SPTE ledger: %lu updates, none left a 4 KiB SPTE of the victim's old place in any root (%lu SPTE changes traced)\n",
+		marks, events);
 }
 
 static void assert_mmio(struct test_vm *t, uint64_t base, const char *what)
@@ -497,6 +677,7 @@ static void stress_vm(int nr_runners, int iters)
 	int it, i;
 
 	test_vm_create(&t, nr_runners, 1024);
+	ledger_start(&t);
 	start_runners(&t);
 	run_probe(&t, PROBE_FILL, VICTIM_GPA, val);
 	for (i = 0; i < nr_runners; i++)
@@ -505,7 +686,7 @@ static void stress_vm(int nr_runners, int iters)
 	for (it = 0; it < iters; it++) {
 		/* Delete: SPTEs gone, range is MMIO, memory keeps its data. */
 		set_victim(&t, VICTIM_GPA, 0);
-		assert_old_sptes_gone(&t, "delete");
+		ledger_mark("delete", it);
 		assert_mmio(&t, VICTIM_GPA, "deleted slot");
 		for (i = 0; i < (int)t.victim_pages; i++)
 			TEST_ASSERT(t.victim[i * WORDS_PER_PAGE] == vpat(val, i),
@@ -516,11 +697,12 @@ static void stress_vm(int nr_runners, int iters)
 
 		/* Move away and back. */
 		set_victim(&t, MOVED_GPA, t.victim_pages);
-		assert_old_sptes_gone(&t, "move");
+		ledger_mark("move", it);
 		assert_mmio(&t, VICTIM_GPA, "moved-away slot");
 		run_probe(&t, PROBE_CHECK, MOVED_GPA, val);
 		run_probe(&t, PROBE_FILL, MOVED_GPA, ++val);
 		set_victim(&t, VICTIM_GPA, t.victim_pages);
+		ledger_mark("move back", it);
 		assert_mmio(&t, MOVED_GPA, "moved-back slot");
 		run_probe(&t, PROBE_CHECK, VICTIM_GPA, val);
 
@@ -536,6 +718,7 @@ static void stress_vm(int nr_runners, int iters)
 		TEST_ASSERT(read_progress(&t, i) > p0[i],
 			    "runner %d made no progress", i);
 	stop_runners(&t);
+	ledger_check();
 	test_vm_free(&t);
 }
 
@@ -600,41 +783,22 @@ static int read_zap_cpus(struct kvm_vm *vm, unsigned long *zaps,
 }
 
 /*
- * Until the VM's 4 KiB SPTE count has not changed for 1 s, at most 20 s:
- * the workers have finished the roots earlier deletions left them.  A
- * deletion leaves the roots of earlier ones to the workers (patch 0309),
- * up to five of them, which together may map more pages than the victim:
- * assert_old_sptes_gone() needs them gone to tell the victim's SPTEs.
- * 200 ms was too short once: under software emulation on a loaded host
- * the whole guest can stand still that long, workers included, and the
- * count then looks settled while earlier roots are still queued.
+ * Fill, delete and re-add the victim @iters times, back to back: the
+ * workers may still be zapping the roots of one deletion when the next
+ * one invalidates the roots again.  The ledger checks each deletion.
  */
-static void settle_sptes(struct test_vm *t)
-{
-	uint64_t n = vm_get_stat(t->vm, "pages_4k"), m;
-	double t0 = now_ms();
-	int same = 0;
-
-	while (same < 20 && now_ms() - t0 < 20000) {
-		usleep(50000);
-		m = vm_get_stat(t->vm, "pages_4k");
-		same = m == n ? same + 1 : 0;
-		n = m;
-	}
-}
-
-/* Fill, delete and re-add the victim @iters times. */
 static void delete_victim_rounds(struct test_vm *t, int iters)
 {
 	int it;
 
+	ledger_start(t);
 	for (it = 0; it < iters; it++) {
 		run_probe(t, PROBE_FILL, VICTIM_GPA, it + 1);
-		settle_sptes(t);
 		set_victim(t, VICTIM_GPA, 0);
-		assert_old_sptes_gone(t, "delete");
+		ledger_mark("delete", it);
 		set_victim(t, VICTIM_GPA, t->victim_pages);
 	}
+	ledger_check();
 }
 
 static int test_confine(int iters)
@@ -933,6 +1097,8 @@ static uint64_t delete_victim_counted(struct test_vm *t, int round,
 	run_probe(t, PROBE_FILL, VICTIM_GPA, round + 1);
 	n0 = vm_get_stat(t->vm, "pages_4k");
 	set_victim(t, VICTIM_GPA, 0);
+	if (ledger_on)
+		ledger_mark(what, round);
 	n1 = vm_get_stat(t->vm, "pages_4k");
 	TEST_ASSERT(n1 + t->victim_pages <= n0,
 		    "%s, round %d: %lu 4 KiB SPTEs before the deletion, %lu after: the victim's %lu were not all zapped",
@@ -1283,11 +1449,13 @@ static int test_bench(uint64_t mib, const char *setting, uint64_t small)
 #define INVERSION_SLACK_MS	500
 
 static int spin_stop;
+/* How long the spinner may keep its CPU at most. */
+static double spin_ms = INVERSION_SPIN_MS;
 
 /* What the inversion and race tests changed, put back however they end. */
 static int inv_rt = -1, inv_wq = -1, inv_nx = -1;
 
-/* SCHED_FIFO on @arg's CPU until told to stop, or INVERSION_SPIN_MS. */
+/* SCHED_FIFO on @arg's CPU until told to stop, or for spin_ms. */
 static void *spinner(void *arg)
 {
 	struct sched_param sp = { .sched_priority = 1 };
@@ -1301,7 +1469,7 @@ static void *spinner(void *arg)
 	TEST_ASSERT(!sched_setscheduler(0, SCHED_FIFO, &sp),
 		    "SCHED_FIFO: %s", strerror(errno));
 	t0 = now_ms();
-	while (!READ_ONCE(spin_stop) && now_ms() - t0 < INVERSION_SPIN_MS)
+	while (!READ_ONCE(spin_stop) && now_ms() - t0 < spin_ms)
 		;
 	return NULL;
 }
@@ -1510,6 +1678,104 @@ static int test_inversion(uint64_t mib)
 	TEST_ASSERT(on[1] <= INVERSION_FACTOR * off[1] + INVERSION_SLACK_MS,
 		    "KVM_CREATE_VM waited %.0f ms behind kvm_lock, %.0f ms without workers",
 		    on[1], off[1]);
+	return 0;
+}
+
+/*
+ * starve: the workers cannot run at all while the victim is deleted, as
+ * in freeze, but by the VMM's own scheduling, which 6.1's kthreads follow
+ * too: the VMM thread at SCHED_IDLE on one CPU creates the VM (its
+ * workers run there, so), then a SCHED_FIFO task takes that CPU with RT
+ * throttling off.  Each deletion, from another CPU, must return with the
+ * victim's SPTEs gone (the SPTE ledger, and the count of 4 KiB SPTEs that
+ * the deletion took away): the deleting thread zapped them itself.
+ * 6.12's fair server still gives the workers 50 ms a second, so only
+ * with 6.1's kthreads must the resident slot's SPTEs all stay queued.
+ */
+#define STARVE_SPIN_MS		120000
+#define STARVE_RESIDENT_PAGES	1024
+
+static int test_starve(int iters)
+{
+	int orig = param_read(PARAM_WQ), pin = -1, other = -1, rt = -1, cpu, it;
+	struct sched_param sp0 = { .sched_priority = 0 };
+	pid_t tids[TDP_ZAP_MAX_TIDS];
+	uint64_t n1 = 0, left;
+	cpu_set_t mask, one;
+	struct test_vm t;
+	pthread_t spin;
+	bool threads;
+	FILE *f;
+
+	if (orig < 0) {
+		print_skip("kvm.tdp_mmu_zap_wq not present (stock modules)");
+		return KSFT_SKIP;
+	}
+	TEST_ASSERT(!sched_getaffinity(0, sizeof(mask), &mask), "getaffinity");
+	for (cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+		if (!CPU_ISSET(cpu, &mask))
+			continue;
+		if (other < 0)
+			other = cpu;
+		pin = cpu;
+	}
+	if (pin == other) {
+		print_skip("needs 2 CPUs: one for the starved workers, one to delete from");
+		return KSFT_SKIP;
+	}
+	f = fopen(PARAM_RT_RUNTIME, "r");
+	if (f) {
+		if (fscanf(f, "%d", &rt) != 1)
+			rt = -1;
+		fclose(f);
+	}
+	inv_rt = rt;
+	inv_wq = orig;
+	atexit(inversion_restore);
+	if (rt != -1)
+		param_write(PARAM_RT_RUNTIME, "-1");
+	param_write(PARAM_WQ, "Y");
+
+	CPU_ZERO(&one);
+	CPU_SET(pin, &one);
+	TEST_ASSERT(!sched_setaffinity(0, sizeof(one), &one), "pin to CPU %d", pin);
+	TEST_ASSERT(!sched_setscheduler(0, SCHED_IDLE, &sp0), "SCHED_IDLE");
+	__test_vm_create(&t, 0, 256, STARVE_RESIDENT_PAGES);
+	threads = zap_worker_tids(tids, TDP_ZAP_MAX_TIDS) > 0;
+	TEST_ASSERT(!sched_setscheduler(0, SCHED_OTHER, &sp0), "SCHED_OTHER");
+	CPU_ZERO(&one);
+	CPU_SET(other, &one);
+	TEST_ASSERT(!sched_setaffinity(0, sizeof(one), &one), "pin to CPU %d", other);
+
+	ledger_start(&t);
+	spin_ms = STARVE_SPIN_MS;
+	WRITE_ONCE(spin_stop, 0);
+	pthread_create(&spin, NULL, spinner, (void *)(long)pin);
+	usleep(100 * 1000);
+	for (it = 0; it < iters; it++) {
+		n1 = delete_victim_counted(&t, it, "starved workers");
+		set_victim(&t, VICTIM_GPA, t.victim_pages);
+	}
+	/* Still queued: the workers did not run, or (6.12) ran little. */
+	left = vm_get_stat(t.vm, "pages_4k");
+	WRITE_ONCE(spin_stop, 1);
+	pthread_join(spin, NULL);
+	spin_ms = INVERSION_SPIN_MS;
+	ledger_check();
+	pr_info("starved workers (%s): %d deletions returned with the victim's SPTEs gone; %lu 4 KiB SPTEs of the old roots left queued after the last one, %lu when the spinner stopped\n",
+		threads ? "threads of the VMM" : "kthreads", iters, n1, left);
+	if (!threads)
+		TEST_ASSERT(n1 >= STARVE_RESIDENT_PAGES,
+			    "%lu 4 KiB SPTEs left, fewer than the %d of the resident slot: who zapped them with the kthread workers starved?",
+			    n1, STARVE_RESIDENT_PAGES);
+	TEST_ASSERT(wait_pages_4k_below(&t, now_ms(), STARVE_RESIDENT_PAGES / 2,
+					60000) >= 0,
+		    "60 s after the spinner stopped, %lu 4 KiB SPTEs are still mapped: the workers did not zap the queued roots",
+		    vm_get_stat(t.vm, "pages_4k"));
+	test_vm_free(&t);
+	inversion_restore();
+	inv_rt = -1;
+	inv_wq = -1;
 	return 0;
 }
 
@@ -1735,6 +2001,8 @@ int main(int argc, char *argv[])
 		return test_freeze(atoi(argv[2]));
 	if (argc == 3 && !strcmp(argv[1], "quirk"))
 		return test_quirk(atoi(argv[2]));
+	if (argc == 3 && !strcmp(argv[1], "starve"))
+		return test_starve(atoi(argv[2]));
 	if (argc == 3 && !strcmp(argv[1], "inversion"))
 		return test_inversion(strtoull(argv[2], NULL, 0));
 	if (argc == 4 && !strcmp(argv[1], "race"))
@@ -1744,7 +2012,7 @@ int main(int argc, char *argv[])
 				  argc == 5 ? strtoull(argv[4], NULL, 0) : 0);
 
 	fprintf(stderr, "usage: %s stress RUNNERS VMS ITERS | confine ITERS | %s%s\n",
-		argv[0], "follow ITERS | freeze ITERS | quirk ITERS | ",
+		argv[0], "follow ITERS | freeze ITERS | starve ITERS | quirk ITERS | ",
 		"inversion MIB | race MIB ROUNDS | bench MIB Y|N|Q [SMALL]");
 	return 2;
 }
