@@ -1607,13 +1607,50 @@ static void inversion_restore(void)
 		param_write(NX_HUGE_PAGES_PARAM, inv_nx ? "Y" : "N");
 }
 
+/*
+ * RT throttling off until inversion_restore(), which puts it back, and
+ * kvm.tdp_mmu_zap_wq as @wq, however the test ends.
+ */
+static void rt_throttling_off(int wq)
+{
+	FILE *f = fopen(PARAM_RT_RUNTIME, "r");
+	int rt = -1;
+
+	if (f) {
+		if (fscanf(f, "%d", &rt) != 1)
+			rt = -1;
+		fclose(f);
+	}
+	inv_rt = rt;
+	inv_wq = wq;
+	atexit(inversion_restore);
+	if (rt != -1)
+		param_write(PARAM_RT_RUNTIME, "-1");
+}
+
+/* The first and the last CPU this thread may run on. */
+static void first_last_cpu(int *first, int *last)
+{
+	cpu_set_t mask;
+	int cpu;
+
+	TEST_ASSERT(!sched_getaffinity(0, sizeof(mask), &mask), "getaffinity");
+	*first = -1;
+	for (cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+		if (!CPU_ISSET(cpu, &mask))
+			continue;
+		if (*first < 0)
+			*first = cpu;
+		*last = cpu;
+	}
+}
+
 static int test_inversion(uint64_t mib)
 {
-	int orig = param_read(PARAM_WQ), nx = param_read(NX_HUGE_PAGES_PARAM), pin = -1;
-	int other = -1, rt = -1, cpu;
+	int orig = param_read(PARAM_WQ), nx = param_read(NX_HUGE_PAGES_PARAM);
 	double off[3], on[3];
 	char nxval[32] = "";
-	cpu_set_t mask;
+	int pin, other;
 	FILE *f;
 
 	if (orig < 0) {
@@ -1631,35 +1668,18 @@ static int test_inversion(uint64_t mib)
 			   nxval[0] ? nxval : "no such parameter");
 		return KSFT_SKIP;
 	}
-	TEST_ASSERT(!sched_getaffinity(0, sizeof(mask), &mask), "getaffinity");
-	for (cpu = 0; cpu < CPU_SETSIZE; cpu++) {
-		if (!CPU_ISSET(cpu, &mask))
-			continue;
-		if (other < 0)
-			other = cpu;
-		pin = cpu;
-	}
+	first_last_cpu(&other, &pin);
 	if (pin == other) {
 		print_skip("needs 2 CPUs: one the VMM's, kept busy, one for the administrator");
 		return KSFT_SKIP;
 	}
 
 	/*
-	 * No RT throttling: the spinner keeps the VMM's CPU for good, as a
-	 * SCHED_FIFO vCPU thread can, until it stops after
-	 * INVERSION_SPIN_MS.  Any wait for the workers lasts that long.
+	 * The spinner keeps the VMM's CPU for good, as a SCHED_FIFO vCPU
+	 * thread can, until it stops after INVERSION_SPIN_MS.  Any wait for
+	 * the workers lasts that long.
 	 */
-	f = fopen(PARAM_RT_RUNTIME, "r");
-	if (f) {
-		if (fscanf(f, "%d", &rt) != 1)
-			rt = -1;
-		fclose(f);
-	}
-	inv_rt = rt;
-	inv_wq = orig;
-	atexit(inversion_restore);
-	if (rt != -1)
-		param_write(PARAM_RT_RUNTIME, "-1");
+	rt_throttling_off(orig);
 
 	param_write(PARAM_WQ, "N");
 	inversion_one(mib, pin, other, off);
@@ -1697,43 +1717,25 @@ static int test_inversion(uint64_t mib)
 
 static int test_starve(int iters)
 {
-	int orig = param_read(PARAM_WQ), pin = -1, other = -1, rt = -1, cpu, it;
 	struct sched_param sp0 = { .sched_priority = 0 };
+	int orig = param_read(PARAM_WQ), pin, other, it;
 	pid_t tids[TDP_ZAP_MAX_TIDS];
 	uint64_t n1 = 0, left;
-	cpu_set_t mask, one;
 	struct test_vm t;
 	pthread_t spin;
+	cpu_set_t one;
 	bool threads;
-	FILE *f;
 
 	if (orig < 0) {
 		print_skip("kvm.tdp_mmu_zap_wq not present (stock modules)");
 		return KSFT_SKIP;
 	}
-	TEST_ASSERT(!sched_getaffinity(0, sizeof(mask), &mask), "getaffinity");
-	for (cpu = 0; cpu < CPU_SETSIZE; cpu++) {
-		if (!CPU_ISSET(cpu, &mask))
-			continue;
-		if (other < 0)
-			other = cpu;
-		pin = cpu;
-	}
+	first_last_cpu(&other, &pin);
 	if (pin == other) {
 		print_skip("needs 2 CPUs: one for the starved workers, one to delete from");
 		return KSFT_SKIP;
 	}
-	f = fopen(PARAM_RT_RUNTIME, "r");
-	if (f) {
-		if (fscanf(f, "%d", &rt) != 1)
-			rt = -1;
-		fclose(f);
-	}
-	inv_rt = rt;
-	inv_wq = orig;
-	atexit(inversion_restore);
-	if (rt != -1)
-		param_write(PARAM_RT_RUNTIME, "-1");
+	rt_throttling_off(orig);
 	param_write(PARAM_WQ, "Y");
 
 	CPU_ZERO(&one);
