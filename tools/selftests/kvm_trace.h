@@ -51,25 +51,26 @@ static inline int trace_set(const char *event, const char *val)
 }
 
 /*
- * Events lost to a full buffer since it was last cleared, over all CPUs
- * (the "overrun" lines of per_cpu/cpu<N>/stats): a count made from the
+ * Events lost to a full buffer of the trace instance @dir (TRACE_DIR, or
+ * a directory of TRACE_DIR/instances), over all CPUs: the "overrun" and
+ * "dropped events" lines of per_cpu/cpu<N>/stats.  A count made from the
  * buffer is exact only if this is 0.
  */
-static inline uint64_t trace_overrun(void)
+static inline uint64_t trace_lost(const char *dir)
 {
-	char path[128], line[128];
+	char path[256], line[128];
 	uint64_t n = 0, v;
 	int cpu;
 	FILE *f;
 
 	for (cpu = 0; ; cpu++) {
-		snprintf(path, sizeof(path), TRACE_DIR "/per_cpu/cpu%d/stats",
-			 cpu);
+		snprintf(path, sizeof(path), "%s/per_cpu/cpu%d/stats", dir, cpu);
 		f = fopen(path, "r");
 		if (!f)
 			break;
 		while (fgets(line, sizeof(line), f))
-			if (sscanf(line, "overrun: %lu", &v) == 1)
+			if (sscanf(line, "overrun: %lu", &v) == 1 ||
+			    sscanf(line, "dropped events: %lu", &v) == 1)
 				n += v;
 		fclose(f);
 	}
@@ -91,20 +92,21 @@ static inline int trace_clear(void)
 }
 
 /*
- * Count the event lines of the trace buffer that contain both @w1 and @w2
- * ("" is in every line), and print them if @print.  A buffer that cannot
- * be read fails the test, except when printing: that is done to explain
- * a failure, which must not turn into another one.
+ * Count the event lines of the trace buffer @trace that contain both @w1
+ * and @w2 ("" is in every line), and print them if @print.  A buffer that
+ * cannot be read fails the test, except when printing: that is done to
+ * explain a failure, which must not turn into another one.
  */
-static inline uint64_t trace_lines(const char *w1, const char *w2, bool print)
+static inline uint64_t trace_lines_of(const char *trace, const char *w1,
+				      const char *w2, bool print)
 {
-	FILE *f = fopen(TRACE_DIR "/trace", "r");
+	FILE *f = fopen(trace, "r");
 	char line[512];
 	uint64_t n = 0;
 
 	if (!f && print)
 		return 0;
-	TEST_ASSERT(f, "cannot read " TRACE_DIR "/trace");
+	TEST_ASSERT(f, "cannot read %s", trace);
 	while (fgets(line, sizeof(line), f)) {
 		/* The buffer's header, not an event. */
 		if (line[0] == '#')
@@ -117,6 +119,12 @@ static inline uint64_t trace_lines(const char *w1, const char *w2, bool print)
 	}
 	fclose(f);
 	return n;
+}
+
+/* trace_lines_of() on the top-level trace buffer. */
+static inline uint64_t trace_lines(const char *w1, const char *w2, bool print)
+{
+	return trace_lines_of(TRACE_DIR "/trace", w1, w2, print);
 }
 
 static inline uint64_t trace_count(const char *w1, const char *w2)

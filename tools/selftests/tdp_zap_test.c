@@ -286,6 +286,23 @@ static void param_write(const char *path, const char *val)
 		    "cannot write '%s' to %s", val, path);
 }
 
+/* The first and the last CPU this thread may run on. */
+static void first_last_cpu(int *first, int *last)
+{
+	cpu_set_t mask;
+	int cpu;
+
+	TEST_ASSERT(!sched_getaffinity(0, sizeof(mask), &mask), "getaffinity");
+	*first = -1;
+	for (cpu = 0; cpu < CPU_SETSIZE; cpu++) {
+		if (!CPU_ISSET(cpu, &mask))
+			continue;
+		if (*first < 0)
+			*first = cpu;
+		*last = cpu;
+	}
+}
+
 static void set_victim(struct test_vm *t, uint64_t gpa, uint64_t pages)
 {
 	struct kvm_userspace_memory_region r = {
@@ -478,8 +495,8 @@ static void test_vm_free(struct test_vm *t)
  * the deletion.  A bound, not a count: the workers may still be zapping
  * the rest of those roots while the runners fault the same pages into the
  * new root, so it holds only for a victim far larger than twice what the
- * runners map (the data slot, the guest's code): the bench's GiBs, not
- * the other tests' MiB, which use the trace ledger below.
+ * runners map (the data slot, the guest's code): the bench's GiBs.  The
+ * tests with runners and a victim of MiB use the trace ledger below.
  */
 static void assert_old_sptes_gone(struct test_vm *t, const char *what)
 {
@@ -494,71 +511,105 @@ static void assert_old_sptes_gone(struct test_vm *t, const char *what)
  * The exact check that a slot update leaves none of the victim's 4 KiB
  * SPTEs in any root, the invalid roots the workers have not zapped yet
  * included: a ledger kept from kvmmmu:kvm_tdp_mmu_spte_changed, which
- * traces every SPTE change (also each child of a page table a worker
- * frees), filtered to level 1 and the victim's two places.  Per gfn, an
- * SPTE becoming present counts +1, one ceasing to be present -1: the sum
- * is the number of roots that map the page.  Tracing starts where no root
- * maps the victim (before the guest touched it, or after a checked update
- * with nothing touching it since), on the global clock, so that the
- * buffer orders the events of all CPUs as they happened.  A marker is
- * written when each update returns; there every gfn of both places must
- * be at 0.  Only the prober touches the victim, and it is stopped while
- * the host updates the slot: nothing maps it between the return and the
- * marker.  A worker that zapped a survivor in those few microseconds
- * would go unseen; a defect that leaves SPTEs behind shows in the rounds.
+ * traces each SPTE change that can make a 4 KiB SPTE present or not
+ * present (each child of a page table a worker frees included; what it
+ * does not trace changes neither: a fast page fault's fix-up, a frozen
+ * SPTE cleared), filtered to level 1 and the victim's two places.  Per
+ * gfn, an SPTE becoming present counts +1, one ceasing to be present -1:
+ * the sum is the number of roots that map the page.  Tracing starts where
+ * no root maps the victim (before the guest touched it, or after a
+ * checked update with nothing touching it since), in a trace instance of
+ * its own on the global clock, so that its buffer orders the events of
+ * all CPUs as they happened.  A marker is written when each update
+ * returns; there every gfn of both places must be at 0.  Only the prober
+ * touches the victim, and it is stopped while the host updates the slot:
+ * nothing maps it between the return and the marker.
+ *
+ * The ledger sees what is left when the update returns, not who zapped
+ * it: where the workers are free to run, they zap the slot's chunks,
+ * which come first, before the update returns, and a waiter that skipped
+ * its own zap goes unseen.  tdp_zap_starve and tdp_zap_freeze keep the
+ * workers from running for that.
  */
 #define SPTE_EVENT	"events/kvmmmu/kvm_tdp_mmu_spte_changed"
 /* SPTE_MMU_PRESENT_MASK, bit 11 on 6.1 and 6.12. */
 #define SPTE_PRESENT	BIT_ULL(11)
 #define MARK		"kbp-zap returned "
-/* Per CPU; a few thousand events of 48 bytes per round. */
-#define LEDGER_BUF_KB	"8192"
+/*
+ * Per CPU.  A stress VM gives up to ~46,000 events of about 40 bytes (the
+ * debug kernel, 6.12), all of which may fall on one CPU.
+ */
+#define LEDGER_BUF_KB	"4096"
 
-static char ledger_saved_kb[32];
+/* The trace instance, relative to TRACE_DIR; "" when there is none. */
+static char ledger_dir[64];
+static int64_t ledger[2][MAX_VICTIM_LEDGER];
+static uint64_t ledger_pages, ledger_marks;
+
 /* The first gfn of the victim's place @i: 0 at VICTIM_GPA, 1 at MOVED_GPA. */
 static uint64_t place_gfn(int i)
 {
 	return (i ? MOVED_GPA : VICTIM_GPA) >> PAGE_SHIFT;
 }
 
-static int64_t ledger[2][MAX_VICTIM_LEDGER];
-static uint64_t ledger_pages, ledger_marks;
-/* Between ledger_start() and ledger_stop(). */
-static bool ledger_on;
+/* Write @val to @file of the ledger's trace instance. */
+static int ledger_write(const char *file, const char *val)
+{
+	char path[160];
+
+	snprintf(path, sizeof(path), "%s/%s", ledger_dir, file);
+	return trace_write(path, val);
+}
+
+/* The path of @file of the ledger's trace instance. */
+static const char *ledger_path(const char *file)
+{
+	static char path[192];
+
+	snprintf(path, sizeof(path), TRACE_DIR "/%s/%s", ledger_dir, file);
+	return path;
+}
+
+/*
+ * Remove the trace instance, its buffer, event and filter with it; also
+ * at exit, however the test ends.  The instance's files are all closed.
+ */
+static void ledger_stop(void)
+{
+	if (!ledger_dir[0])
+		return;
+	rmdir(ledger_path(""));
+	ledger_dir[0] = 0;
+}
 
 static void ledger_start(struct test_vm *t)
 {
-	char filter[256], kb[64] = "";
-	FILE *f;
+	static bool registered;
+	char filter[256];
 
 	TEST_ASSERT(t->victim_pages <= MAX_VICTIM_LEDGER,
 		    "victim of %lu pages, the ledger holds %d",
 		    t->victim_pages, MAX_VICTIM_LEDGER);
 	ledger_pages = t->victim_pages;
 	ledger_marks = 0;
-	f = fopen(TRACE_DIR "/buffer_size_kb", "r");
-	if (f) {
-		if (!fgets(kb, sizeof(kb), f))
-			kb[0] = 0;
-		fclose(f);
-	}
-	/* "7 (expanded: 1408)" before the buffer was first used. */
-	if (strstr(kb, "expanded: "))
-		memmove(kb, strstr(kb, "expanded: ") + 10, strlen(kb));
-	snprintf(ledger_saved_kb, sizeof(ledger_saved_kb), "%lu",
-		 strtoul(kb, NULL, 10));
+	if (!registered)
+		atexit(ledger_stop);
+	registered = true;
+	snprintf(ledger_dir, sizeof(ledger_dir), "instances/kbp-zap-%d",
+		 getpid());
+	TEST_ASSERT(!mkdir(ledger_path(""), 0755),
+		    "cannot create the trace instance %s: %s (the SPTE ledger needs a kernel with event tracing)",
+		    ledger_path(""), strerror(errno));
 	snprintf(filter, sizeof(filter),
 		 "level == 1 && ((gfn >= 0x%lx && gfn < 0x%lx) || (gfn >= 0x%lx && gfn < 0x%lx))",
 		 place_gfn(0), place_gfn(0) + t->victim_pages,
 		 place_gfn(1), place_gfn(1) + t->victim_pages);
-	TEST_ASSERT(!trace_write("trace_clock", "global") &&
-		    !trace_write("buffer_size_kb", LEDGER_BUF_KB) &&
-		    !trace_write(SPTE_EVENT "/filter", filter) &&
-		    !trace_write(SPTE_EVENT "/enable", "1") &&
-		    !trace_write("tracing_on", "1") && !trace_clear(),
-		    "cannot trace kvmmmu:kvm_tdp_mmu_spte_changed in " TRACE_DIR
-		    ": the SPTE ledger needs a kernel with event tracing");
-	ledger_on = true;
+	TEST_ASSERT(!ledger_write("trace_clock", "global") &&
+		    !ledger_write("buffer_size_kb", LEDGER_BUF_KB) &&
+		    !ledger_write(SPTE_EVENT "/filter", filter) &&
+		    !ledger_write(SPTE_EVENT "/enable", "1"),
+		    "cannot trace kvmmmu:kvm_tdp_mmu_spte_changed in %s",
+		    ledger_path(""));
 }
 
 /* After the slot update @what of round @round returned. */
@@ -567,69 +618,53 @@ static void ledger_mark(const char *what, int round)
 	char buf[96];
 
 	snprintf(buf, sizeof(buf), MARK "%s %d", what, round);
-	TEST_ASSERT(!trace_write("trace_marker", buf),
-		    "cannot write " TRACE_DIR "/trace_marker");
+	TEST_ASSERT(!ledger_write("trace_marker", buf), "cannot write %s",
+		    ledger_path("trace_marker"));
 	ledger_marks++;
-}
-
-/* Stop tracing, and put back what ledger_start() changed. */
-static void ledger_stop(void)
-{
-	ledger_on = false;
-	trace_write(SPTE_EVENT "/enable", "0");
-	trace_write(SPTE_EVENT "/filter", "0");
-	trace_write("trace_clock", "local");
-	if (strcmp(ledger_saved_kb, "0"))
-		trace_write("buffer_size_kb", ledger_saved_kb);
-}
-
-/*
- * Fail on gfn @k of place @i, not 0 at marker @mark, printing what the
- * trace has of it first.
- */
-static void ledger_fail(const char *mark, int i, uint64_t k)
-{
-	char gfn[32];
-
-	snprintf(gfn, sizeof(gfn), " gfn %lx ", place_gfn(i) + k);
-	trace_lines(gfn, "", true);
-	trace_lines(MARK, "", true);
-	ledger_stop();
-	TEST_ASSERT(!ledger[i][k],
-		    "%s: the victim's gfn 0x%lx was still mapped in %ld root(s) when the update returned (below 0: the trace missed a mapping)",
-		    mark, place_gfn(i) + k, ledger[i][k]);
 }
 
 /*
  * Replay the trace: at each marker, no 4 KiB SPTE of either place of the
- * victim may be present in any root.  Then stop tracing.
+ * victim may be present in any root.  Then remove the trace instance.
+ * The first problem ends the replay; the trace is closed before the test
+ * fails, so that the instance can go at exit.
  */
 static void ledger_check(void)
 {
-	uint64_t gfn, old, new, k, marks = 0, events = 0;
-	uint64_t overrun = trace_overrun();
-	char line[512], *p;
+	uint64_t gfn, old, new, k, lost, marks = 0, events = 0;
+	char line[512], why[768] = "", gfnw[32] = "", *p;
 	int level, i;
 	FILE *f;
 
-	if (overrun)
-		ledger_stop();
-	TEST_ASSERT(!overrun,
+	/* What is replayed and what is counted as lost: the same events. */
+	TEST_ASSERT(!ledger_write("tracing_on", "0"), "cannot stop %s",
+		    ledger_path(""));
+	lost = trace_lost(ledger_path(""));
+	TEST_ASSERT(!lost,
 		    "the trace lost %lu events (buffer of %s KiB per CPU): the SPTE ledger would be incomplete",
-		    overrun, LEDGER_BUF_KB);
-	f = fopen(TRACE_DIR "/trace", "r");
-	TEST_ASSERT(f, "cannot read " TRACE_DIR "/trace");
+		    lost, LEDGER_BUF_KB);
+	f = fopen(ledger_path("trace"), "r");
+	TEST_ASSERT(f, "cannot read %s", ledger_path("trace"));
 	memset(ledger, 0, sizeof(ledger));
-	while (fgets(line, sizeof(line), f)) {
+	while (!why[0] && fgets(line, sizeof(line), f)) {
 		if (line[0] == '#')
 			continue;
 		p = strstr(line, MARK);
 		if (p) {
 			p[strcspn(p, "\n")] = 0;
-			for (i = 0; i < 2; i++)
-				for (k = 0; k < ledger_pages; k++)
-					if (ledger[i][k])
-						ledger_fail(p + strlen(MARK), i, k);
+			for (i = 0; i < 2 && !why[0]; i++) {
+				for (k = 0; k < ledger_pages; k++) {
+					if (!ledger[i][k])
+						continue;
+					snprintf(gfnw, sizeof(gfnw), " gfn %lx ",
+						 place_gfn(i) + k);
+					snprintf(why, sizeof(why),
+						 "%s: the victim's gfn 0x%lx was still mapped in %ld root(s) when the update returned (below 0: the trace missed a mapping)",
+						 p + strlen(MARK), place_gfn(i) + k,
+						 ledger[i][k]);
+					break;
+				}
+			}
 			marks++;
 			continue;
 		}
@@ -637,19 +672,31 @@ static void ledger_check(void)
 		if (!p)
 			continue;
 		p = strstr(p, " gfn ");
-		TEST_ASSERT(p && sscanf(p, " gfn %lx level %d old_spte %lx new_spte %lx",
-					&gfn, &level, &old, &new) == 4,
-			    "cannot parse trace line '%s'", line);
+		if (!p || sscanf(p, " gfn %lx level %d old_spte %lx new_spte %lx",
+				 &gfn, &level, &old, &new) != 4) {
+			snprintf(why, sizeof(why), "cannot parse trace line '%s'",
+				 line);
+			break;
+		}
 		for (i = 0; i < 2; i++)
 			if (gfn >= place_gfn(i) && gfn < place_gfn(i) + ledger_pages)
 				break;
-		TEST_ASSERT(i < 2, "traced gfn 0x%lx is outside the filter", gfn);
+		if (i == 2) {
+			snprintf(why, sizeof(why),
+				 "traced gfn 0x%lx is outside the filter", gfn);
+			break;
+		}
 		k = gfn - place_gfn(i);
 		ledger[i][k] += !!(new & SPTE_PRESENT) - !!(old & SPTE_PRESENT);
 		events++;
 	}
 	fclose(f);
+	if (gfnw[0]) {
+		trace_lines_of(ledger_path("trace"), gfnw, "", true);
+		trace_lines_of(ledger_path("trace"), MARK, "", true);
+	}
 	ledger_stop();
+	TEST_ASSERT(!why[0], "%s", why);
 	TEST_ASSERT(marks == ledger_marks,
 		    "%lu of %lu markers in the trace", marks, ledger_marks);
 	/* Each update zapped at least the victim's pages. */
@@ -803,7 +850,7 @@ static void delete_victim_rounds(struct test_vm *t, int iters)
 
 static int test_confine(int iters)
 {
-	int orig = param_read(PARAM_WQ), pin = -1, cpu, workers;
+	int orig = param_read(PARAM_WQ), first, pin, cpu, workers;
 	unsigned long zaps[CPU_SETSIZE], waited[CPU_SETSIZE], total = 0;
 	cpu_set_t mask, one;
 	struct test_vm t;
@@ -813,10 +860,8 @@ static int test_confine(int iters)
 		return KSFT_SKIP;
 	}
 	TEST_ASSERT(!sched_getaffinity(0, sizeof(mask), &mask), "getaffinity");
-	for (cpu = 0; cpu < CPU_SETSIZE; cpu++)
-		if (CPU_ISSET(cpu, &mask))
-			pin = cpu;
-	if (CPU_COUNT(&mask) < 2) {
+	first_last_cpu(&first, &pin);
+	if (first == pin) {
 		print_skip("needs 2 CPUs to tell confined work from spread work");
 		return KSFT_SKIP;
 	}
@@ -917,7 +962,7 @@ static void pin_all_threads(int cpu)
 
 static int test_follow(int iters)
 {
-	int orig = param_read(PARAM_WQ), from = -1, to = -1, cpu, workers, n;
+	int orig = param_read(PARAM_WQ), from, to, cpu, workers, n;
 	unsigned long before[CPU_SETSIZE], after[CPU_SETSIZE];
 	unsigned long wbefore[CPU_SETSIZE], wafter[CPU_SETSIZE];
 	unsigned long moved = 0, stayed = 0, other = 0, waited = 0;
@@ -930,16 +975,10 @@ static int test_follow(int iters)
 		return KSFT_SKIP;
 	}
 	TEST_ASSERT(!sched_getaffinity(0, sizeof(mask), &mask), "getaffinity");
-	if (CPU_COUNT(&mask) < 2) {
+	first_last_cpu(&from, &to);
+	if (from == to) {
 		print_skip("needs 2 CPUs to move the VMM from one to another");
 		return KSFT_SKIP;
-	}
-	for (cpu = 0; cpu < CPU_SETSIZE; cpu++) {
-		if (!CPU_ISSET(cpu, &mask))
-			continue;
-		if (from < 0)
-			from = cpu;
-		to = cpu;
 	}
 
 	param_write(PARAM_WQ, "Y");
@@ -1082,6 +1121,9 @@ static bool cg_wait_frozen(const char *dir, int want)
 
 #define FREEZE_RESIDENT_PAGES	4096
 
+/* How long the last deletion of delete_victim_counted() took. */
+static double counted_del_ms;
+
 /*
  * Populate the resident slot and the victim, delete the victim and check
  * that all of its 4 KiB SPTEs went with the deletion; returns how many
@@ -1096,8 +1138,10 @@ static uint64_t delete_victim_counted(struct test_vm *t, int round,
 	__run_probe(t, PROBE_FILL, RESIDENT_GPA, 1, t->resident_pages);
 	run_probe(t, PROBE_FILL, VICTIM_GPA, round + 1);
 	n0 = vm_get_stat(t->vm, "pages_4k");
+	counted_del_ms = now_ms();
 	set_victim(t, VICTIM_GPA, 0);
-	if (ledger_on)
+	counted_del_ms = now_ms() - counted_del_ms;
+	if (ledger_dir[0])
 		ledger_mark(what, round);
 	n1 = vm_get_stat(t->vm, "pages_4k");
 	TEST_ASSERT(n1 + t->victim_pages <= n0,
@@ -1448,30 +1492,58 @@ static int test_bench(uint64_t mib, const char *setting, uint64_t small)
 #define INVERSION_FACTOR	2
 #define INVERSION_SLACK_MS	500
 
-static int spin_stop;
-/* How long the spinner may keep its CPU at most. */
-static double spin_ms = INVERSION_SPIN_MS;
+/*
+ * A SCHED_FIFO thread on @cpu until @stop, for @ms at most; @timed_out
+ * says whether it gave up.
+ */
+struct spin {
+	int cpu, stop, timed_out;
+	double ms;
+	pthread_t thread;
+};
 
 /* What the inversion and race tests changed, put back however they end. */
 static int inv_rt = -1, inv_wq = -1, inv_nx = -1;
 
-/* SCHED_FIFO on @arg's CPU until told to stop, or for spin_ms. */
 static void *spinner(void *arg)
 {
 	struct sched_param sp = { .sched_priority = 1 };
+	struct spin *sp_ = arg;
 	cpu_set_t one;
 	double t0;
 
 	CPU_ZERO(&one);
-	CPU_SET((int)(long)arg, &one);
+	CPU_SET(sp_->cpu, &one);
 	TEST_ASSERT(!sched_setaffinity(0, sizeof(one), &one),
-		    "cannot pin the SCHED_FIFO thread to CPU %d", (int)(long)arg);
+		    "cannot pin the SCHED_FIFO thread to CPU %d", sp_->cpu);
 	TEST_ASSERT(!sched_setscheduler(0, SCHED_FIFO, &sp),
 		    "SCHED_FIFO: %s", strerror(errno));
 	t0 = now_ms();
-	while (!READ_ONCE(spin_stop) && now_ms() - t0 < spin_ms)
-		;
+	while (!READ_ONCE(sp_->stop))
+		if (now_ms() - t0 >= sp_->ms) {
+			sp_->timed_out = 1;
+			break;
+		}
 	return NULL;
+}
+
+static void spin_start(struct spin *sp, int cpu, double ms)
+{
+	memset(sp, 0, sizeof(*sp));
+	sp->cpu = cpu;
+	sp->ms = ms;
+	TEST_ASSERT(!pthread_create(&sp->thread, NULL, spinner, sp),
+		    "cannot start the SCHED_FIFO thread");
+	/* Until it holds the CPU. */
+	usleep(100 * 1000);
+}
+
+/* Stop the spinner; returns whether it had given up before. */
+static bool spin_stop(struct spin *sp)
+{
+	WRITE_ONCE(sp->stop, 1);
+	pthread_join(sp->thread, NULL);
+	return sp->timed_out;
 }
 
 /*
@@ -1527,7 +1599,7 @@ static void inversion_one(uint64_t mib, int pin, int other, double *ms)
 	struct sched_param sp0 = { .sched_priority = 0 };
 	int go[2], stop[2], out[2], nx = param_read(NX_HUGE_PAGES_PARAM), workers;
 	unsigned long zaps[CPU_SETSIZE];
-	pthread_t spin;
+	struct spin spin;
 	cpu_set_t one;
 	struct test_vm t;
 	double res[2];
@@ -1561,9 +1633,7 @@ static void inversion_one(uint64_t mib, int pin, int other, double *ms)
 	CPU_SET(other, &one);
 	TEST_ASSERT(!sched_setaffinity(0, sizeof(one), &one), "pin to CPU %d", other);
 
-	WRITE_ONCE(spin_stop, 0);
-	pthread_create(&spin, NULL, spinner, (void *)(long)pin);
-	usleep(100 * 1000);
+	spin_start(&spin, pin, INVERSION_SPIN_MS);
 	TEST_ASSERT(write(go[1], &c, 1) == 1, "start the creator");
 	usleep(100 * 1000);
 	inv_nx = nx;
@@ -1574,8 +1644,7 @@ static void inversion_one(uint64_t mib, int pin, int other, double *ms)
 	TEST_ASSERT(write(stop[1], &c, 1) == 1, "stop the creator");
 	TEST_ASSERT(read(out[0], res, sizeof(res)) == sizeof(res), "creator's figures");
 	waitpid(pid, NULL, 0);
-	WRITE_ONCE(spin_stop, 1);
-	pthread_join(spin, NULL);
+	spin_stop(&spin);
 	ms[1] = res[1];
 	ms[2] = res[0];
 	TEST_ASSERT(ms[2] >= 1, "no KVM_CREATE_VM returned during the toggle's window");
@@ -1626,23 +1695,6 @@ static void rt_throttling_off(int wq)
 	atexit(inversion_restore);
 	if (rt != -1)
 		param_write(PARAM_RT_RUNTIME, "-1");
-}
-
-/* The first and the last CPU this thread may run on. */
-static void first_last_cpu(int *first, int *last)
-{
-	cpu_set_t mask;
-	int cpu;
-
-	TEST_ASSERT(!sched_getaffinity(0, sizeof(mask), &mask), "getaffinity");
-	*first = -1;
-	for (cpu = 0; cpu < CPU_SETSIZE; cpu++) {
-		if (!CPU_ISSET(cpu, &mask))
-			continue;
-		if (*first < 0)
-			*first = cpu;
-		*last = cpu;
-	}
 }
 
 static int test_inversion(uint64_t mib)
@@ -1712,7 +1764,12 @@ static int test_inversion(uint64_t mib)
  * 6.12's fair server still gives the workers 50 ms a second, so only
  * with 6.1's kthreads must the resident slot's SPTEs all stay queued.
  */
-#define STARVE_SPIN_MS		120000
+/*
+ * The spinner's bound, far above what three rounds take on the debug
+ * kernel (about 2 s): a deletion that waited for the workers would keep
+ * it until it gives up, which the test then sees.
+ */
+#define STARVE_SPIN_MS		20000
 #define STARVE_RESIDENT_PAGES	1024
 
 static int test_starve(int iters)
@@ -1721,10 +1778,11 @@ static int test_starve(int iters)
 	int orig = param_read(PARAM_WQ), pin, other, it;
 	pid_t tids[TDP_ZAP_MAX_TIDS];
 	uint64_t n1 = 0, left;
+	double slowest = 0;
 	struct test_vm t;
-	pthread_t spin;
+	struct spin spin;
+	bool threads, gave_up;
 	cpu_set_t one;
-	bool threads;
 
 	if (orig < 0) {
 		print_skip("kvm.tdp_mmu_zap_wq not present (stock modules)");
@@ -1750,22 +1808,22 @@ static int test_starve(int iters)
 	TEST_ASSERT(!sched_setaffinity(0, sizeof(one), &one), "pin to CPU %d", other);
 
 	ledger_start(&t);
-	spin_ms = STARVE_SPIN_MS;
-	WRITE_ONCE(spin_stop, 0);
-	pthread_create(&spin, NULL, spinner, (void *)(long)pin);
-	usleep(100 * 1000);
+	spin_start(&spin, pin, STARVE_SPIN_MS);
 	for (it = 0; it < iters; it++) {
 		n1 = delete_victim_counted(&t, it, "starved workers");
+		slowest = max(slowest, counted_del_ms);
 		set_victim(&t, VICTIM_GPA, t.victim_pages);
 	}
 	/* Still queued: the workers did not run, or (6.12) ran little. */
 	left = vm_get_stat(t.vm, "pages_4k");
-	WRITE_ONCE(spin_stop, 1);
-	pthread_join(spin, NULL);
-	spin_ms = INVERSION_SPIN_MS;
+	gave_up = spin_stop(&spin);
 	ledger_check();
-	pr_info("starved workers (%s): %d deletions returned with the victim's SPTEs gone; %lu 4 KiB SPTEs of the old roots left queued after the last one, %lu when the spinner stopped\n",
-		threads ? "threads of the VMM" : "kthreads", iters, n1, left);
+	pr_info("starved workers (%s): %d deletions returned with the victim's SPTEs gone, the slowest in %.1f ms; %lu 4 KiB SPTEs of the old roots left queued after the last one, %lu when the spinner stopped\n",
+		threads ? "threads of the VMM" : "kthreads", iters, slowest, n1,
+		left);
+	TEST_ASSERT(!gave_up,
+		    "the SCHED_FIFO thread gave up after %d s, before the deletions were done (the slowest took %.0f ms): did they wait for the starved workers?",
+		    STARVE_SPIN_MS / 1000, slowest);
 	if (!threads)
 		TEST_ASSERT(n1 >= STARVE_RESIDENT_PAGES,
 			    "%lu 4 KiB SPTEs left, fewer than the %d of the resident slot: who zapped them with the kthread workers starved?",
