@@ -68,10 +68,11 @@ static inline uint64_t trace_lost(const char *dir)
 		f = fopen(path, "r");
 		if (!f)
 			break;
-		while (fgets(line, sizeof(line), f))
+		while (fgets(line, sizeof(line), f)) {
 			if (sscanf(line, "overrun: %lu", &v) == 1 ||
 			    sscanf(line, "dropped events: %lu", &v) == 1)
 				n += v;
+		}
 		fclose(f);
 	}
 	return n;

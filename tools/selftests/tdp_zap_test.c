@@ -561,25 +561,42 @@ static int ledger_write(const char *file, const char *val)
 	return trace_write(path, val);
 }
 
-/* The path of @file of the ledger's trace instance. */
+/* The path of @file of the ledger's trace instance, or of the instance. */
 static const char *ledger_path(const char *file)
 {
 	static char path[192];
 
-	snprintf(path, sizeof(path), TRACE_DIR "/%s/%s", ledger_dir, file);
+	snprintf(path, sizeof(path), TRACE_DIR "/%s%s%s", ledger_dir,
+		 file[0] ? "/" : "", file);
 	return path;
 }
 
 /*
- * Remove the trace instance, its buffer, event and filter with it; also
- * at exit, however the test ends.  The instance's files are all closed.
+ * Remove the trace instance, its buffer, event and filter with it.
+ * Returns 0 or an errno: EBUSY while a file of it is open.
+ */
+static int ledger_remove(void)
+{
+	int r = 0;
+
+	if (ledger_dir[0] && rmdir(ledger_path("")) && errno != ENOENT)
+		r = errno;
+	ledger_dir[0] = 0;
+	return r;
+}
+
+/*
+ * At exit, however the test ends (none of the instance's files is open
+ * then: every path closes them before it can fail).  A test killed by
+ * the harness leaves the instance; ledger_start() of a later test with
+ * the same pid removes it.
  */
 static void ledger_stop(void)
 {
-	if (!ledger_dir[0])
-		return;
-	rmdir(ledger_path(""));
-	ledger_dir[0] = 0;
+	int r = ledger_remove();
+
+	if (r)
+		pr_info("cannot remove the trace instance: %s\n", strerror(r));
 }
 
 static void ledger_start(struct test_vm *t)
@@ -597,6 +614,8 @@ static void ledger_start(struct test_vm *t)
 	registered = true;
 	snprintf(ledger_dir, sizeof(ledger_dir), "instances/kbp-zap-%d",
 		 getpid());
+	/* Ours by its pid: left by a killed test whose pid we now have. */
+	rmdir(ledger_path(""));
 	TEST_ASSERT(!mkdir(ledger_path(""), 0755),
 		    "cannot create the trace instance %s: %s (the SPTE ledger needs a kernel with event tracing)",
 		    ledger_path(""), strerror(errno));
@@ -626,14 +645,14 @@ static void ledger_mark(const char *what, int round)
 /*
  * Replay the trace: at each marker, no 4 KiB SPTE of either place of the
  * victim may be present in any root.  Then remove the trace instance.
- * The first problem ends the replay; the trace is closed before the test
- * fails, so that the instance can go at exit.
+ * The first problem ends the replay, and the test fails once the trace
+ * is closed and the instance removed.
  */
 static void ledger_check(void)
 {
 	uint64_t gfn, old, new, k, lost, marks = 0, events = 0;
 	char line[512], why[768] = "", gfnw[32] = "", *p;
-	int level, i;
+	int level, i, r;
 	FILE *f;
 
 	/* What is replayed and what is counted as lost: the same events. */
@@ -695,8 +714,9 @@ static void ledger_check(void)
 		trace_lines_of(ledger_path("trace"), gfnw, "", true);
 		trace_lines_of(ledger_path("trace"), MARK, "", true);
 	}
-	ledger_stop();
+	r = ledger_remove();
 	TEST_ASSERT(!why[0], "%s", why);
+	TEST_ASSERT(!r, "cannot remove the trace instance: %s", strerror(r));
 	TEST_ASSERT(marks == ledger_marks,
 		    "%lu of %lu markers in the trace", marks, ledger_marks);
 	/* Each update zapped at least the victim's pages. */
@@ -1121,26 +1141,27 @@ static bool cg_wait_frozen(const char *dir, int want)
 
 #define FREEZE_RESIDENT_PAGES	4096
 
-/* How long the last deletion of delete_victim_counted() took. */
-static double counted_del_ms;
-
 /*
  * Populate the resident slot and the victim, delete the victim and check
  * that all of its 4 KiB SPTEs went with the deletion; returns how many
  * 4 KiB SPTEs are left (the resident slot's, unless something zapped
- * them too).  @what names the case in a failure.
+ * them too), and in @del_ms, if given, how long the deletion took.
+ * @what names the case in a failure.
  */
 static uint64_t delete_victim_counted(struct test_vm *t, int round,
-				      const char *what)
+				      const char *what, double *del_ms)
 {
+	double t0;
+
 	uint64_t n0, n1;
 
 	__run_probe(t, PROBE_FILL, RESIDENT_GPA, 1, t->resident_pages);
 	run_probe(t, PROBE_FILL, VICTIM_GPA, round + 1);
 	n0 = vm_get_stat(t->vm, "pages_4k");
-	counted_del_ms = now_ms();
+	t0 = now_ms();
 	set_victim(t, VICTIM_GPA, 0);
-	counted_del_ms = now_ms() - counted_del_ms;
+	if (del_ms)
+		*del_ms = now_ms() - t0;
 	if (ledger_dir[0])
 		ledger_mark(what, round);
 	n1 = vm_get_stat(t->vm, "pages_4k");
@@ -1214,7 +1235,7 @@ static int test_freeze(int iters)
 
 	for (it = 0; it < iters; it++) {
 		/* Returns although every zap worker is frozen. */
-		n1 = delete_victim_counted(&t, it, "frozen workers");
+		n1 = delete_victim_counted(&t, it, "frozen workers", NULL);
 		TEST_ASSERT(n1 >= resident,
 			    "round %d: %lu 4 KiB SPTEs left, fewer than the %lu of the resident slot: who zapped them with the workers frozen?",
 			    it, n1, resident);
@@ -1272,7 +1293,8 @@ static int test_quirk(int iters)
 		read_zap_cpus(t.vm, before, NULL, CPU_SETSIZE);
 		for (it = 0; it < iters; it++) {
 			n1 = delete_victim_counted(&t, it,
-						   q ? "quirk off" : "quirk on");
+						   q ? "quirk off" : "quirk on",
+						   NULL);
 			TEST_ASSERT(!q || n1 >= resident,
 				    "quirk off, round %d: %lu 4 KiB SPTEs left, the resident slot's %lu were zapped too",
 				    it, n1, resident);
@@ -1497,7 +1519,8 @@ static int test_bench(uint64_t mib, const char *setting, uint64_t small)
  * says whether it gave up.
  */
 struct spin {
-	int cpu, stop, timed_out;
+	int cpu;
+	bool stop, timed_out;
 	double ms;
 	pthread_t thread;
 };
@@ -1507,23 +1530,24 @@ static int inv_rt = -1, inv_wq = -1, inv_nx = -1;
 
 static void *spinner(void *arg)
 {
-	struct sched_param sp = { .sched_priority = 1 };
-	struct spin *sp_ = arg;
+	struct sched_param param = { .sched_priority = 1 };
+	struct spin *s = arg;
 	cpu_set_t one;
 	double t0;
 
 	CPU_ZERO(&one);
-	CPU_SET(sp_->cpu, &one);
+	CPU_SET(s->cpu, &one);
 	TEST_ASSERT(!sched_setaffinity(0, sizeof(one), &one),
-		    "cannot pin the SCHED_FIFO thread to CPU %d", sp_->cpu);
-	TEST_ASSERT(!sched_setscheduler(0, SCHED_FIFO, &sp),
+		    "cannot pin the SCHED_FIFO thread to CPU %d", s->cpu);
+	TEST_ASSERT(!sched_setscheduler(0, SCHED_FIFO, &param),
 		    "SCHED_FIFO: %s", strerror(errno));
 	t0 = now_ms();
-	while (!READ_ONCE(sp_->stop))
-		if (now_ms() - t0 >= sp_->ms) {
-			sp_->timed_out = 1;
+	while (!READ_ONCE(s->stop)) {
+		if (now_ms() - t0 >= s->ms) {
+			s->timed_out = true;
 			break;
 		}
+	}
 	return NULL;
 }
 
@@ -1541,7 +1565,7 @@ static void spin_start(struct spin *sp, int cpu, double ms)
 /* Stop the spinner; returns whether it had given up before. */
 static bool spin_stop(struct spin *sp)
 {
-	WRITE_ONCE(sp->stop, 1);
+	WRITE_ONCE(sp->stop, true);
 	pthread_join(sp->thread, NULL);
 	return sp->timed_out;
 }
@@ -1778,7 +1802,7 @@ static int test_starve(int iters)
 	int orig = param_read(PARAM_WQ), pin, other, it;
 	pid_t tids[TDP_ZAP_MAX_TIDS];
 	uint64_t n1 = 0, left;
-	double slowest = 0;
+	double slowest = 0, del;
 	struct test_vm t;
 	struct spin spin;
 	bool threads, gave_up;
@@ -1807,23 +1831,27 @@ static int test_starve(int iters)
 	CPU_SET(other, &one);
 	TEST_ASSERT(!sched_setaffinity(0, sizeof(one), &one), "pin to CPU %d", other);
 
+	/*
+	 * The trace instance first: sizing its buffer waits for work on
+	 * every CPU, the spinner's too.
+	 */
 	ledger_start(&t);
 	spin_start(&spin, pin, STARVE_SPIN_MS);
 	for (it = 0; it < iters; it++) {
-		n1 = delete_victim_counted(&t, it, "starved workers");
-		slowest = max(slowest, counted_del_ms);
+		n1 = delete_victim_counted(&t, it, "starved workers", &del);
+		slowest = max(slowest, del);
 		set_victim(&t, VICTIM_GPA, t.victim_pages);
 	}
 	/* Still queued: the workers did not run, or (6.12) ran little. */
 	left = vm_get_stat(t.vm, "pages_4k");
 	gave_up = spin_stop(&spin);
 	ledger_check();
-	pr_info("starved workers (%s): %d deletions returned with the victim's SPTEs gone, the slowest in %.1f ms; %lu 4 KiB SPTEs of the old roots left queued after the last one, %lu when the spinner stopped\n",
-		threads ? "threads of the VMM" : "kthreads", iters, slowest, n1,
-		left);
 	TEST_ASSERT(!gave_up,
 		    "the SCHED_FIFO thread gave up after %d s, before the deletions were done (the slowest took %.0f ms): did they wait for the starved workers?",
 		    STARVE_SPIN_MS / 1000, slowest);
+	pr_info("starved workers (%s): %d deletions returned with the victim's SPTEs gone, the slowest in %.1f ms; %lu 4 KiB SPTEs of the old roots left queued after the last one, %lu when the spinner stopped\n",
+		threads ? "threads of the VMM" : "kthreads", iters, slowest, n1,
+		left);
 	if (!threads)
 		TEST_ASSERT(n1 >= STARVE_RESIDENT_PAGES,
 			    "%lu 4 KiB SPTEs left, fewer than the %d of the resident slot: who zapped them with the kthread workers starved?",
