@@ -303,6 +303,17 @@ static void first_last_cpu(int *first, int *last)
 	}
 }
 
+/* Allow the calling thread on @cpu only. */
+static void pin_self(int cpu)
+{
+	cpu_set_t one;
+
+	CPU_ZERO(&one);
+	CPU_SET(cpu, &one);
+	TEST_ASSERT(!sched_setaffinity(0, sizeof(one), &one),
+		    "cannot pin the thread to CPU %d: %s", cpu, strerror(errno));
+}
+
 static void set_victim(struct test_vm *t, uint64_t gpa, uint64_t pages)
 {
 	struct kvm_userspace_memory_region r = {
@@ -872,7 +883,7 @@ static int test_confine(int iters)
 {
 	int orig = param_read(PARAM_WQ), first, pin, cpu, workers;
 	unsigned long zaps[CPU_SETSIZE], waited[CPU_SETSIZE], total = 0;
-	cpu_set_t mask, one;
+	cpu_set_t mask;
 	struct test_vm t;
 
 	if (orig < 0) {
@@ -896,9 +907,7 @@ static int test_confine(int iters)
 	test_vm_free(&t);
 
 	param_write(PARAM_WQ, "Y");
-	CPU_ZERO(&one);
-	CPU_SET(pin, &one);
-	TEST_ASSERT(!sched_setaffinity(0, sizeof(one), &one), "pin to CPU %d", pin);
+	pin_self(pin);
 	test_vm_create(&t, 1, 256);
 	t.unpin_runners = true;
 	start_runners(&t);
@@ -987,7 +996,7 @@ static int test_follow(int iters)
 	unsigned long wbefore[CPU_SETSIZE], wafter[CPU_SETSIZE];
 	unsigned long moved = 0, stayed = 0, other = 0, waited = 0;
 	pid_t tids[TDP_ZAP_MAX_TIDS];
-	cpu_set_t mask, one, got;
+	cpu_set_t mask, got;
 	struct test_vm t;
 
 	if (orig < 0) {
@@ -1002,9 +1011,7 @@ static int test_follow(int iters)
 	}
 
 	param_write(PARAM_WQ, "Y");
-	CPU_ZERO(&one);
-	CPU_SET(from, &one);
-	TEST_ASSERT(!sched_setaffinity(0, sizeof(one), &one), "pin to CPU %d", from);
+	pin_self(from);
 	test_vm_create(&t, 1, 256);
 	workers = read_zap_cpus(t.vm, before, NULL, CPU_SETSIZE);
 	n = zap_worker_tids(tids, TDP_ZAP_MAX_TIDS);
@@ -1151,9 +1158,8 @@ static bool cg_wait_frozen(const char *dir, int want)
 static uint64_t delete_victim_counted(struct test_vm *t, int round,
 				      const char *what, double *del_ms)
 {
-	double t0;
-
 	uint64_t n0, n1;
+	double t0;
 
 	__run_probe(t, PROBE_FILL, RESIDENT_GPA, 1, t->resident_pages);
 	run_probe(t, PROBE_FILL, VICTIM_GPA, round + 1);
@@ -1532,13 +1538,9 @@ static void *spinner(void *arg)
 {
 	struct sched_param param = { .sched_priority = 1 };
 	struct spin *s = arg;
-	cpu_set_t one;
 	double t0;
 
-	CPU_ZERO(&one);
-	CPU_SET(s->cpu, &one);
-	TEST_ASSERT(!sched_setaffinity(0, sizeof(one), &one),
-		    "cannot pin the SCHED_FIFO thread to CPU %d", s->cpu);
+	pin_self(s->cpu);
 	TEST_ASSERT(!sched_setscheduler(0, SCHED_FIFO, &param),
 		    "SCHED_FIFO: %s", strerror(errno));
 	t0 = now_ms();
@@ -1624,7 +1626,6 @@ static void inversion_one(uint64_t mib, int pin, int other, double *ms)
 	int go[2], stop[2], out[2], nx = param_read(NX_HUGE_PAGES_PARAM), workers;
 	unsigned long zaps[CPU_SETSIZE];
 	struct spin spin;
-	cpu_set_t one;
 	struct test_vm t;
 	double res[2];
 	pid_t pid;
@@ -1643,9 +1644,7 @@ static void inversion_one(uint64_t mib, int pin, int other, double *ms)
 	close(stop[0]);
 	close(out[1]);
 
-	CPU_ZERO(&one);
-	CPU_SET(pin, &one);
-	TEST_ASSERT(!sched_setaffinity(0, sizeof(one), &one), "pin to CPU %d", pin);
+	pin_self(pin);
 	TEST_ASSERT(!sched_setscheduler(0, SCHED_IDLE, &sp0), "SCHED_IDLE");
 	test_vm_create(&t, 0, mib << (20 - PAGE_SHIFT));
 	workers = read_zap_cpus(t.vm, zaps, NULL, CPU_SETSIZE);
@@ -1653,9 +1652,7 @@ static void inversion_one(uint64_t mib, int pin, int other, double *ms)
 
 	/* Back to where an administrator's shell would be. */
 	TEST_ASSERT(!sched_setscheduler(0, SCHED_OTHER, &sp0), "SCHED_OTHER");
-	CPU_ZERO(&one);
-	CPU_SET(other, &one);
-	TEST_ASSERT(!sched_setaffinity(0, sizeof(one), &one), "pin to CPU %d", other);
+	pin_self(other);
 
 	spin_start(&spin, pin, INVERSION_SPIN_MS);
 	TEST_ASSERT(write(go[1], &c, 1) == 1, "start the creator");
@@ -1806,7 +1803,6 @@ static int test_starve(int iters)
 	struct test_vm t;
 	struct spin spin;
 	bool threads, gave_up;
-	cpu_set_t one;
 
 	if (orig < 0) {
 		print_skip("kvm.tdp_mmu_zap_wq not present (stock modules)");
@@ -1820,16 +1816,12 @@ static int test_starve(int iters)
 	rt_throttling_off(orig);
 	param_write(PARAM_WQ, "Y");
 
-	CPU_ZERO(&one);
-	CPU_SET(pin, &one);
-	TEST_ASSERT(!sched_setaffinity(0, sizeof(one), &one), "pin to CPU %d", pin);
+	pin_self(pin);
 	TEST_ASSERT(!sched_setscheduler(0, SCHED_IDLE, &sp0), "SCHED_IDLE");
 	__test_vm_create(&t, 0, 256, STARVE_RESIDENT_PAGES);
 	threads = zap_worker_tids(tids, TDP_ZAP_MAX_TIDS) > 0;
 	TEST_ASSERT(!sched_setscheduler(0, SCHED_OTHER, &sp0), "SCHED_OTHER");
-	CPU_ZERO(&one);
-	CPU_SET(other, &one);
-	TEST_ASSERT(!sched_setaffinity(0, sizeof(one), &one), "pin to CPU %d", other);
+	pin_self(other);
 
 	/*
 	 * The trace instance first: sizing its buffer waits for work on
